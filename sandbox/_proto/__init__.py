@@ -1,0 +1,1 @@
+"""Code generated from protos/ by scripts/gen-protos.sh; do not edit."""

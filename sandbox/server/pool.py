@@ -1,0 +1,280 @@
+"""The warm pool: hardened containers, started ahead of need, each with a ready agent.
+
+Claiming an idle container is a pop from a deque (no Engine API call). A refill task
+keeps ``idle + busy + starting`` at the pool size. A container returns to the idle
+deque only when its agent reported the run clean (no process left, scratch emptied)
+and nothing unusual happened; otherwise it is destroyed and replaced. With isolation
+"fresh" every container is destroyed after one run.
+
+Start-up first removes containers that a previous server of the same pool name left
+behind (they carry its labels); containers of other pools are never touched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+import uuid
+from typing import Any
+
+from sandbox.errors import AgentError, EngineError, HardeningError, InfrastructureError, ShuttingDownError
+from sandbox.server.backend import Backend, Channel
+from sandbox.server.hardening import container_config, verify_inspect, verify_posture
+from sandbox.server.logs import get_logger
+from sandbox.server.metrics import Metrics
+from sandbox.server.settings import Settings
+
+log = get_logger(__name__)
+
+_READY_TIMEOUT_S = 30.0
+_MAX_BACKOFF_S = 10.0
+
+
+class Container:
+    """One pool container and its agent channel."""
+
+    __slots__ = ("id", "name", "channel", "runs", "posture")
+
+    def __init__(self, container_id: str, name: str, channel: Channel, posture: dict[str, Any]) -> None:
+        self.id = container_id
+        self.name = name
+        self.channel = channel
+        self.runs = 0
+        self.posture = posture
+
+    async def run(self, job: dict[str, Any], request_id: str, timeout_s: float) -> dict[str, Any]:
+        """Sends one job and waits for its report.
+
+        Raises:
+            asyncio.TimeoutError: no report within ``timeout_s``.
+            AgentError: the agent vanished or broke the protocol.
+        """
+        self.runs += 1
+        await self.channel.send({"op": "run", "id": request_id, "job": job})
+        reply = await asyncio.wait_for(self.channel.recv(), timeout_s)
+        if reply.get("op") != "result" or reply.get("id") != request_id:
+            raise AgentError(f"agent answered {reply.get('op')!r} for {reply.get('id')!r}, expected result")
+        return reply
+
+
+class Pool:
+    """N warm containers for one pool name."""
+
+    def __init__(self, settings: Settings, backend: Backend, image: str, metrics: Metrics) -> None:
+        self.settings = settings
+        self.backend = backend
+        self.image = image
+        self.metrics = metrics
+        self._idle: collections.deque[Container] = collections.deque()
+        self._waiters: collections.deque[asyncio.Future[Container]] = collections.deque()
+        self._busy = 0
+        self._starting = 0
+        self._closing = False
+        self._refill_wakeup = asyncio.Event()
+        self._refill_task: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[Any]] = set()
+        self._failures = 0
+        self.last_error = ""
+        self.warm = asyncio.Event()
+
+    # -- state
+
+    @property
+    def idle(self) -> int:
+        return len(self._idle)
+
+    @property
+    def busy(self) -> int:
+        return self._busy
+
+    @property
+    def starting(self) -> int:
+        return self._starting
+
+    def _update_gauges(self) -> None:
+        g = self.metrics.pool_containers
+        g.labels("idle").set(len(self._idle))
+        g.labels("busy").set(self._busy)
+        g.labels("starting").set(self._starting)
+
+    # -- lifecycle
+
+    async def start(self, wait_warm: bool = True, warm_timeout_s: float = 300.0) -> None:
+        """Removes leftovers of this pool, starts refilling, and waits until warm."""
+        leftovers = await self.backend.list_pool(self.settings.pool_name)
+        if leftovers:
+            log.info("pool_leftovers_removed", pool=self.settings.pool_name, count=len(leftovers))
+            await asyncio.gather(*(self.backend.remove(c) for c in leftovers), return_exceptions=True)
+        self._refill_task = asyncio.get_running_loop().create_task(self._refill_loop())
+        if wait_warm:
+            try:
+                await asyncio.wait_for(self.warm.wait(), warm_timeout_s)
+            except asyncio.TimeoutError:
+                raise InfrastructureError(
+                    f"the pool did not warm up within {warm_timeout_s:g} s: {self.last_error or 'no error seen'}"
+                ) from None
+
+    async def close(self) -> None:
+        """Stops refilling and removes every container of the pool."""
+        self._closing = True
+        if self._refill_task:
+            self._refill_task.cancel()
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_exception(ShuttingDownError("the server is shutting down"))
+        idle = list(self._idle)
+        self._idle.clear()
+        for c in idle:
+            c.channel.close()
+        await asyncio.gather(*(self.backend.remove(c.id) for c in idle), return_exceptions=True)
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+        # Busy containers are removed by their release; sweep by label for anything else.
+        try:
+            rest = await self.backend.list_pool(self.settings.pool_name)
+            await asyncio.gather(*(self.backend.remove(c) for c in rest), return_exceptions=True)
+        except EngineError:
+            pass
+        self._update_gauges()
+
+    # -- claim and release
+
+    async def acquire(self) -> Container:
+        """An idle container, waiting for one if none is idle now."""
+        if self._closing:
+            raise ShuttingDownError("the server is shutting down")
+        if self._idle:
+            container = self._idle.popleft()
+        else:
+            fut: asyncio.Future[Container] = asyncio.get_running_loop().create_future()
+            self._waiters.append(fut)
+            try:
+                container = await fut
+            except asyncio.CancelledError:
+                if fut.done() and not fut.cancelled() and fut.exception() is None:
+                    self._hand_over(fut.result())
+                raise
+            finally:
+                try:
+                    self._waiters.remove(fut)
+                except ValueError:
+                    pass
+        self._busy += 1
+        self._update_gauges()
+        return container
+
+    def _hand_over(self, container: Container) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(container)
+                return
+        self._idle.append(container)
+
+    def release(self, container: Container, reusable: bool, reason: str = "") -> None:
+        """Returns a container after a run: back to idle, or destroyed and replaced."""
+        self._busy -= 1
+        if (
+            reusable
+            and not self._closing
+            and self.settings.isolation == "pool"
+            and container.runs < self.settings.max_runs_per_container
+        ):
+            self._hand_over(container)
+        else:
+            if not reason:
+                reason = (
+                    "shutdown" if self._closing
+                    else "fresh_isolation" if self.settings.isolation == "fresh"
+                    else "max_runs" if container.runs >= self.settings.max_runs_per_container
+                    else "unclean"
+                )
+            self.destroy(container, reason)
+        self._update_gauges()
+
+    def destroy(self, container: Container, reason: str) -> None:
+        """Removes a container in the background and wakes the refill."""
+        self.metrics.container_recycles.labels(reason).inc()
+        container.channel.close()
+        log.debug("container_recycled", container_id=container.id[:12], reason=reason)
+        task = asyncio.get_running_loop().create_task(self._remove(container.id))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        self._refill_wakeup.set()
+
+    async def _remove(self, container_id: str) -> None:
+        try:
+            await self.backend.remove(container_id)
+        except EngineError as exc:
+            log.warning("container_remove_failed", container_id=container_id[:12], error=str(exc))
+
+    # -- refill
+
+    async def _refill_loop(self) -> None:
+        while not self._closing:
+            deficit = self.settings.pool_size - (len(self._idle) + self._busy + self._starting)
+            room = self.settings.refill_concurrency - self._starting
+            for _ in range(max(0, min(deficit, room))):
+                self._starting += 1
+                task = asyncio.get_running_loop().create_task(self._start_one())
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
+            self._update_gauges()
+            self._refill_wakeup.clear()
+            await self._refill_wakeup.wait()
+
+    async def _start_one(self) -> None:
+        started = time.monotonic()
+        try:
+            container = await self._create_container()
+        except InfrastructureError as exc:
+            self._failures += 1
+            self.last_error = str(exc)
+            reason = "hardening" if isinstance(exc, HardeningError) else "engine"
+            self.metrics.container_start_failures.labels(reason).inc()
+            log.warning("container_start_failed", error=str(exc), failures=self._failures)
+            await asyncio.sleep(min(_MAX_BACKOFF_S, 0.1 * 2 ** min(self._failures, 7)))
+        else:
+            self._failures = 0
+            self.metrics.container_starts.inc()
+            self.metrics.container_start_duration.observe(time.monotonic() - started)
+            if self._closing:
+                container.channel.close()
+                await self._remove(container.id)
+            else:
+                self._hand_over(container)
+                if len(self._idle) + self._busy >= self.settings.pool_size:
+                    self.warm.set()
+        finally:
+            self._starting -= 1
+            self._update_gauges()
+            self._refill_wakeup.set()
+
+    async def _create_container(self) -> Container:
+        name = f"sandbox-{self.settings.pool_name}-{uuid.uuid4().hex[:12]}"
+        config = container_config(self.settings, self.image, name)
+        container_id = await self.backend.create(name, config)
+        try:
+            findings = verify_inspect(await self.backend.inspect(container_id), self.settings)
+            if findings:
+                raise HardeningError(f"container {name} is not as configured: {', '.join(findings)}")
+            channel = await self.backend.start(container_id)
+            try:
+                await channel.send({"op": "hello"})
+                ready = await asyncio.wait_for(channel.recv(), _READY_TIMEOUT_S)
+            except (asyncio.TimeoutError, AgentError) as exc:
+                channel.close()
+                raise AgentError(f"agent in {name} did not become ready: {exc!r}") from exc
+            posture = ready.get("posture") or {}
+            findings = verify_posture(posture, self.settings)
+            if ready.get("op") != "ready" or not ready.get("clean"):
+                findings.append("agent ready and clean")
+            if findings:
+                channel.close()
+                raise HardeningError(f"posture check failed in {name}: {', '.join(findings)}")
+        except BaseException:
+            await self._remove(container_id)
+            raise
+        log.debug("container_ready", container_id=container_id[:12])
+        return Container(container_id, name, channel, posture)

@@ -1,0 +1,164 @@
+"""The scheduler: bounded admission, deadlines, cancellation, and one run's life.
+
+A request is admitted while fewer than ``max_queue`` requests wait for a container;
+past that it is refused with :class:`OverloadedError` (RESOURCE_EXHAUSTED) instead of
+queueing without bound. A queued request whose deadline passes is refused with
+:class:`DeadlineExceededError`. A request cancelled while it runs (client gone,
+deadline hit) has its container destroyed, which kills the run.
+
+Infrastructure failures become ``sandbox_error`` results, never a candidate failure.
+A run whose agent vanished before reporting is retried once on another container,
+since the agent never dies of the candidate's doing (it is PID 1 and not dumpable).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from sandbox.domain import ExecuteRequest, RunResult, Status
+from sandbox.errors import AgentError, DeadlineExceededError, OverloadedError
+from sandbox.server.judge import judge, sandbox_error
+from sandbox.server.logs import get_logger
+from sandbox.server.metrics import Metrics
+from sandbox.server.pool import Container, Pool
+
+log = get_logger(__name__)
+
+# Beyond the run's own limit: the agent's kill grace, scrubbing and the round trip.
+_REPORT_GRACE_S = 5.0
+_AGENT_RETRIES = 1
+
+
+def job_for(request: ExecuteRequest) -> dict[str, Any]:
+    """The agent's job description for ``request``."""
+    limits = request.limits
+    tests = request.tests
+    return {
+        "program": request.program,
+        "test": tests.test,
+        "entry_point": tests.entry_point,
+        "stop_at_first_failure": tests.stop_at_first_failure,
+        "limits": {
+            "timeout_s": limits.timeout_s,
+            "memory_mb": limits.memory_mb,
+            "max_output_bytes": limits.max_output_bytes,
+            "file_size_mb": limits.file_size_mb,
+            "open_files": limits.open_files,
+        },
+    }
+
+
+class Scheduler:
+    """Runs requests on the pool's containers."""
+
+    def __init__(self, pool: Pool, metrics: Metrics, max_queue: int, runtime: str) -> None:
+        self.pool = pool
+        self.metrics = metrics
+        self.max_queue = max_queue
+        self.runtime = runtime
+        self.waiting = 0
+        self.running = 0
+
+    async def execute(self, request: ExecuteRequest, timeout_s: float | None = None) -> RunResult:
+        """Runs one request; ``timeout_s`` is the client's remaining deadline, if any.
+
+        Raises:
+            OverloadedError: the admission queue is full.
+            DeadlineExceededError: the deadline passed while waiting for a container.
+        """
+        for attempt in range(_AGENT_RETRIES + 1):
+            container = await self._admit(timeout_s)
+            try:
+                return await self._run(container, request)
+            except AgentError as exc:
+                self.metrics.sandbox_errors.labels("agent_lost").inc()
+                log.warning(
+                    "agent_lost", request_id=request.id, container_id=container.id[:12],
+                    error=str(exc), attempt=attempt,
+                )
+                if attempt == _AGENT_RETRIES:
+                    return sandbox_error(f"the sandbox failed: {exc}", runtime=self.runtime)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _admit(self, timeout_s: float | None) -> Container:
+        if self.waiting >= self.max_queue:
+            raise OverloadedError(
+                f"{self.waiting} requests are already waiting for a sandbox (limit {self.max_queue}); retry later"
+            )
+        self.waiting += 1
+        self.metrics.queue_depth.set(self.waiting)
+        queued = time.monotonic()
+        try:
+            if timeout_s is None:
+                return await self.pool.acquire()
+            return await asyncio.wait_for(self.pool.acquire(), max(0.0, timeout_s))
+        except asyncio.TimeoutError:
+            raise DeadlineExceededError(
+                f"no sandbox became free within the request's deadline ({timeout_s:.3f} s)"
+            ) from None
+        finally:
+            self.waiting -= 1
+            self.metrics.queue_depth.set(self.waiting)
+            self.metrics.queue_wait.observe(time.monotonic() - queued)
+
+    async def _run(self, container: Container, request: ExecuteRequest) -> RunResult:
+        limits = request.limits
+        self.running += 1
+        self.metrics.in_flight.inc()
+        started = time.monotonic()
+        released = False
+        try:
+            try:
+                facts = await container.run(job_for(request), request.id, limits.timeout_s + _REPORT_GRACE_S)
+            except asyncio.TimeoutError:
+                # The agent enforces the limit itself; silence past the grace means the
+                # container is wedged. The wall clock was exceeded, measured here.
+                self.pool.release(container, reusable=False, reason="unresponsive")
+                released = True
+                duration = time.monotonic() - started
+                result = judge(
+                    {"timed_out": True, "timeout_s": limits.timeout_s, "exited": False},
+                    duration,
+                    self.runtime,
+                )
+                self._observe(result)
+                return result
+            except AgentError:
+                self.pool.release(container, reusable=False, reason="agent_lost")
+                released = True
+                raise
+            duration = time.monotonic() - started
+            facts["timeout_s"] = limits.timeout_s
+            facts["max_output_bytes"] = limits.max_output_bytes
+            result = judge(facts, duration, self.runtime)
+            reusable = bool(facts.get("clean")) and result.status not in (
+                Status.TIMEOUT,
+                Status.MEMORY_LIMIT,
+                Status.OUTPUT_LIMIT,
+                Status.SANDBOX_ERROR,
+            )
+            reason = "" if reusable else (
+                "leftover_processes" if facts.get("leftover_processes") else result.status.value
+            )
+            if facts.get("anomaly"):
+                reason = "anomaly"
+                log.warning("run_anomaly", request_id=request.id, container_id=container.id[:12],
+                            anomaly=facts.get("anomaly"))
+            self.pool.release(container, reusable, reason)
+            released = True
+            self._observe(result)
+            return result
+        finally:
+            if not released:
+                # Cancelled mid-run: the only way to stop the run is to destroy its container.
+                self.pool.release(container, reusable=False, reason="cancelled")
+            self.running -= 1
+            self.metrics.in_flight.dec()
+
+    def _observe(self, result: RunResult) -> None:
+        self.metrics.runs.labels(result.status.value, self.runtime).inc()
+        self.metrics.run_duration.labels(self.runtime).observe(result.duration_s)
+        if result.status is Status.SANDBOX_ERROR:
+            self.metrics.sandbox_errors.labels("run").inc()

@@ -1,0 +1,106 @@
+"""The gRPC servicer: validation, proto <-> domain, streaming. No policy lives here."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+
+from sandbox._proto.sandbox.v1 import sandbox_pb2 as pb
+from sandbox._proto.sandbox.v1 import sandbox_pb2_grpc as pb_grpc
+from sandbox.convert import request_from_pb, result_to_pb
+from sandbox.errors import InvalidRequestError, SandboxError, grpc_status_name
+from sandbox.server.logs import get_logger
+from sandbox.server.metrics import Metrics
+from sandbox.server.scheduler import Scheduler
+from sandbox.server.settings import Settings
+
+log = get_logger(__name__)
+
+
+def _code(error: BaseException) -> grpc.StatusCode:
+    return getattr(grpc.StatusCode, grpc_status_name(error))
+
+
+class SandboxServicer(pb_grpc.SandboxServicer):
+    """Implements ``sandbox.v1.Sandbox``."""
+
+    def __init__(self, scheduler: Scheduler, settings: Settings, metrics: Metrics) -> None:
+        self.scheduler = scheduler
+        self.settings = settings
+        self.metrics = metrics
+
+    async def _answer(self, msg: pb.ExecuteRequest, timeout_s: float | None) -> pb.ExecuteResponse:
+        """Runs one request; raises SandboxError for a refusal."""
+        request = request_from_pb(msg, self.settings.defaults, self.settings.bounds)
+        result = await self.scheduler.execute(request, timeout_s)
+        return pb.ExecuteResponse(id=msg.id, result=result_to_pb(result))
+
+    async def Execute(self, request: pb.ExecuteRequest, context: grpc.aio.ServicerContext) -> pb.ExecuteResponse:  # noqa: N802
+        try:
+            response = await self._answer(request, context.time_remaining())
+        except SandboxError as exc:
+            code = _code(exc)
+            self.metrics.grpc_requests.labels("Execute", code.name).inc()
+            await context.abort(code, str(exc))
+        self.metrics.grpc_requests.labels("Execute", "OK").inc()
+        return response
+
+    async def ExecuteStream(  # noqa: N802
+        self, request_iterator: AsyncIterator[pb.ExecuteRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.ExecuteResponse]:
+        window = asyncio.Semaphore(self.settings.stream_window)
+        out: asyncio.Queue[pb.ExecuteResponse | None] = asyncio.Queue()
+        in_flight: set[str] = set()
+        tasks: set[asyncio.Task[Any]] = set()
+
+        async def one(msg: pb.ExecuteRequest) -> None:
+            try:
+                response = await self._answer(msg, context.time_remaining())
+            except SandboxError as exc:
+                response = pb.ExecuteResponse(id=msg.id, error=pb.Error(code=_code(exc).value[0], message=str(exc)))
+            except Exception as exc:  # noqa: BLE001 - every accepted request gets an answer
+                log.exception("stream_item_failed", request_id=msg.id)
+                response = pb.ExecuteResponse(
+                    id=msg.id, error=pb.Error(code=grpc.StatusCode.INTERNAL.value[0], message=f"internal error: {exc!r}")
+                )
+            in_flight.discard(msg.id)
+            window.release()
+            out.put_nowait(response)
+
+        async def read() -> None:
+            try:
+                async for msg in request_iterator:
+                    await window.acquire()
+                    if msg.id in in_flight:
+                        window.release()
+                        err = InvalidRequestError(f"id {msg.id!r} is already in flight on this stream")
+                        out.put_nowait(
+                            pb.ExecuteResponse(id=msg.id, error=pb.Error(code=_code(err).value[0], message=str(err)))
+                        )
+                        continue
+                    in_flight.add(msg.id)
+                    task = asyncio.get_running_loop().create_task(one(msg))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+                if tasks:
+                    await asyncio.gather(*list(tasks), return_exceptions=True)
+            finally:
+                out.put_nowait(None)
+
+        reader = asyncio.get_running_loop().create_task(read())
+        try:
+            while True:
+                response = await out.get()
+                if response is None:
+                    break
+                yield response
+            await reader
+            self.metrics.grpc_requests.labels("ExecuteStream", "OK").inc()
+        finally:
+            if not reader.done():
+                reader.cancel()
+            for task in list(tasks):
+                task.cancel()
