@@ -67,7 +67,7 @@ class Client:
 
     def __init__(self, target: str | list[str]) -> None:
         self._channel = grpc.insecure_channel(_target(target), options=_OPTIONS)
-        self._stub = pb_grpc.SandboxStub(self._channel)
+        self._stub = pb_grpc.SandboxStub(self._channel)  # type: ignore[no-untyped-call]
 
     def __enter__(self) -> Client:
         return self
@@ -124,7 +124,7 @@ class AsyncClient:
 
     def __init__(self, target: str | list[str]) -> None:
         self._channel = grpc.aio.insecure_channel(_target(target), options=_OPTIONS)
-        self._stub = pb_grpc.SandboxStub(self._channel)
+        self._stub = pb_grpc.SandboxStub(self._channel)  # type: ignore[no-untyped-call]
 
     async def __aenter__(self) -> AsyncClient:
         return self

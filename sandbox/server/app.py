@@ -89,7 +89,8 @@ class SandboxServer:
             image = s.image or "fake"
         self.pool = Pool(s, self._backend, image, self.metrics)
         self.scheduler = Scheduler(self.pool, self.metrics, s.max_queue, s.runtime)
-        pb_grpc.add_SandboxServicer_to_server(SandboxServicer(self.scheduler, s, self.metrics), self._grpc)
+        servicer = SandboxServicer(self.scheduler, s, self.metrics)
+        pb_grpc.add_SandboxServicer_to_server(servicer, self._grpc)  # type: ignore[no-untyped-call]
         log.info("pool_warming", pool=s.pool_name, size=s.pool_size, runtime=s.runtime, image=image)
         await self.pool.start()
         await self._set_health(True)

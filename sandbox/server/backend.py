@@ -183,7 +183,7 @@ class DockerBackend:
             if self._kind == "unix":
                 reader, writer = await asyncio.open_unix_connection(str(self._address), limit=1 << 22)
             else:
-                host, port = self._address  # type: ignore[misc]
+                host, port = self._address if isinstance(self._address, tuple) else ("127.0.0.1", 2375)
                 reader, writer = await asyncio.open_connection(host, port, limit=1 << 22)
             path = f"/v{_API_VERSION}/containers/{container_id}/attach?stream=1&stdin=1&stdout=1&stderr=1"
             writer.write(
@@ -194,7 +194,7 @@ class DockerBackend:
             )
             await writer.drain()
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
-        except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
+        except (TimeoutError, OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
             raise EngineError(f"cannot attach to container {container_id[:12]}: {exc!r}") from exc
         status = head.split(b"\r\n", 1)[0]
         if b" 101 " not in status and b" 200 " not in status:

@@ -65,7 +65,7 @@ def parse_records(raw: str) -> tuple[list[dict[str, Any]], bool]:
 
 def _test(rec: Mapping[str, Any]) -> TestResult:
     try:
-        status = TestStatus(rec.get("status"))
+        status = TestStatus(str(rec.get("status")))
     except ValueError:
         status = TestStatus.ERROR
     return TestResult(

@@ -110,7 +110,7 @@ class Pool:
         if wait_warm:
             try:
                 await asyncio.wait_for(self.warm.wait(), warm_timeout_s)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise InfrastructureError(
                     f"the pool did not warm up within {warm_timeout_s:g} s: {self.last_error or 'no error seen'}"
                 ) from None
@@ -263,7 +263,7 @@ class Pool:
             try:
                 await channel.send({"op": "hello"})
                 ready = await asyncio.wait_for(channel.recv(), _READY_TIMEOUT_S)
-            except (asyncio.TimeoutError, AgentError) as exc:
+            except (TimeoutError, AgentError) as exc:
                 channel.close()
                 raise AgentError(f"agent in {name} did not become ready: {exc!r}") from exc
             posture = ready.get("posture") or {}

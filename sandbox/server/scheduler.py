@@ -94,7 +94,7 @@ class Scheduler:
             if timeout_s is None:
                 return await self.pool.acquire()
             return await asyncio.wait_for(self.pool.acquire(), max(0.0, timeout_s))
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise DeadlineExceededError(
                 f"no sandbox became free within the request's deadline ({timeout_s:.3f} s)"
             ) from None
@@ -112,7 +112,7 @@ class Scheduler:
         try:
             try:
                 facts = await container.run(job_for(request), request.id, limits.timeout_s + _REPORT_GRACE_S)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 # The agent enforces the limit itself; silence past the grace means the
                 # container is wedged. The wall clock was exceeded, measured here.
                 self.pool.release(container, reusable=False, reason="unresponsive")

@@ -11,7 +11,7 @@ import grpc
 from sandbox._proto.sandbox.v1 import sandbox_pb2 as pb
 from sandbox._proto.sandbox.v1 import sandbox_pb2_grpc as pb_grpc
 from sandbox.convert import request_from_pb, result_to_pb
-from sandbox.errors import InvalidRequestError, SandboxError, grpc_status_name
+from sandbox.errors import SandboxError, grpc_status_name
 from sandbox.server.logs import get_logger
 from sandbox.server.metrics import Metrics
 from sandbox.server.scheduler import Scheduler
@@ -21,7 +21,12 @@ log = get_logger(__name__)
 
 
 def _code(error: BaseException) -> grpc.StatusCode:
-    return getattr(grpc.StatusCode, grpc_status_name(error))
+    return getattr(grpc.StatusCode, grpc_status_name(error))  # type: ignore[no-any-return]
+
+
+def _refusal(request_id: str, code: grpc.StatusCode, message: str) -> pb.ExecuteResponse:
+    """A per-request error on a stream, which goes on."""
+    return pb.ExecuteResponse(id=request_id, error=pb.Error(code=code.value[0], message=message))
 
 
 class SandboxServicer(pb_grpc.SandboxServicer):
@@ -60,12 +65,10 @@ class SandboxServicer(pb_grpc.SandboxServicer):
             try:
                 response = await self._answer(msg, context.time_remaining())
             except SandboxError as exc:
-                response = pb.ExecuteResponse(id=msg.id, error=pb.Error(code=_code(exc).value[0], message=str(exc)))
+                response = _refusal(msg.id, _code(exc), str(exc))
             except Exception as exc:  # noqa: BLE001 - every accepted request gets an answer
                 log.exception("stream_item_failed", request_id=msg.id)
-                response = pb.ExecuteResponse(
-                    id=msg.id, error=pb.Error(code=grpc.StatusCode.INTERNAL.value[0], message=f"internal error: {exc!r}")
-                )
+                response = _refusal(msg.id, grpc.StatusCode.INTERNAL, f"internal error: {exc!r}")
             in_flight.discard(msg.id)
             window.release()
             out.put_nowait(response)
@@ -76,10 +79,8 @@ class SandboxServicer(pb_grpc.SandboxServicer):
                     await window.acquire()
                     if msg.id in in_flight:
                         window.release()
-                        err = InvalidRequestError(f"id {msg.id!r} is already in flight on this stream")
-                        out.put_nowait(
-                            pb.ExecuteResponse(id=msg.id, error=pb.Error(code=_code(err).value[0], message=str(err)))
-                        )
+                        message = f"id {msg.id!r} is already in flight on this stream"
+                        out.put_nowait(_refusal(msg.id, grpc.StatusCode.INVALID_ARGUMENT, message))
                         continue
                     in_flight.add(msg.id)
                     task = asyncio.get_running_loop().create_task(one(msg))
