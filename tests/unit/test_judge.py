@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from sandbox.domain import Status, TestStatus
+from sandbox.domain import CallCase, CallTests, CompareMode, IoCase, IoTests, Status, TestStatus
+from sandbox.server.jobs import Expectations
 from sandbox.server.judge import judge, parse_records
 
 
@@ -130,7 +131,8 @@ def test_nonzero_exit_after_done_is_not_a_pass() -> None:
 def test_malformed_records_are_never_a_pass() -> None:
     """Garbage on the result channel makes the run fail, not crash the judge."""
     r = judge(facts(_test("check:1", "passed") + "not json\n" + DONE), 0.01, "runc")
-    assert r.status is Status.RUNTIME_ERROR
+    assert r.status is Status.FAILED
+    assert r.tampering == ("malformed record on the result channel",)
 
 
 @pytest.mark.parametrize(
@@ -152,6 +154,73 @@ def test_process_never_seen_ending_is_sandbox_error() -> None:
 
 def test_parse_records_flags_malformed() -> None:
     """parse_records keeps good lines and flags bad ones."""
-    records, malformed = parse_records(DONE + "{bad\n")
+    records, problems = parse_records(DONE + "{bad\n")
     assert records == [{"k": "done"}]
-    assert malformed
+    assert problems == ["malformed record on the result channel"]
+
+
+def _expect(**kw: Any) -> Expectations:
+    return Expectations(nonce="N", **kw)
+
+
+def _signed(*records: str) -> str:
+    return "".join(r[:-2] + ', "n": "N"}\n' for r in records)
+
+
+def test_record_without_the_nonce_is_forged() -> None:
+    """Records written without the run's nonce are tampering and the run never passes."""
+    r = judge(facts(_test("check:1", "passed") + DONE), 0.01, "runc", _expect())
+    assert r.status is not Status.PASSED
+    assert "forged record" in r.tampering[0]
+
+
+def test_signed_records_pass() -> None:
+    """With the nonce, the same records pass."""
+    r = judge(facts(_signed(_test("check:1", "passed"), DONE)), 0.01, "runc", _expect())
+    assert r.status is Status.PASSED, r.message
+
+
+def test_humaneval_record_for_an_assert_that_does_not_exist_is_tampering() -> None:
+    """A reported name must refer to an assert line of the test source."""
+    exp = _expect(name_bases=frozenset({"check:2"}))
+    ok = judge(facts(_signed(_test("check:2", "passed"), _test("check:2#2", "passed"), DONE)), 0.01, "runc", exp)
+    assert ok.status is Status.PASSED
+    bad = judge(facts(_signed(_test("check:9", "passed"), DONE)), 0.01, "runc", exp)
+    assert bad.status is Status.FAILED and bad.tampering
+
+
+def test_static_formats_need_every_expected_test_in_order() -> None:
+    """A missing test is MISSING and fails the run; an extra or reordered one is tampering."""
+    exp = _expect(names=("assert:1", "assert:2"))
+    missing = judge(facts(_signed(_test("assert:1", "passed"), DONE)), 0.01, "runc", exp)
+    assert missing.status is Status.FAILED
+    assert [t.status for t in missing.tests] == [TestStatus.PASSED, TestStatus.MISSING]
+    swapped = judge(facts(_signed(_test("assert:2", "passed"), _test("assert:1", "passed"), DONE)), 0.01, "runc",
+                    exp)
+    assert swapped.status is Status.FAILED and swapped.tampering
+
+
+def test_call_cases_are_compared_on_the_host_with_types() -> None:
+    """Returned values are decoded and compared here; True is not 1, 2.0 is 2."""
+    suite = CallTests("f", (CallCase("[1]", "2"), CallCase("[2]", "true"), CallCase("[3]", "[1, 2]")))
+    exp = _expect(names=("case:1", "case:2", "case:3"), suite=suite)
+
+    def returned(name: str, value: object) -> str:
+        return _rec(k="test", name=name, status="returned", value=value)
+
+    r = judge(facts(_signed(returned("case:1", {"f": "2.0"}), returned("case:2", {"i": "1"}),
+                            returned("case:3", {"t": [{"i": "1"}, {"i": "2"}]}), DONE)), 0.01, "runc", exp)
+    assert [t.status for t in r.tests] == [TestStatus.PASSED, TestStatus.FAILED, TestStatus.PASSED]
+    assert r.status is Status.FAILED
+
+
+def test_io_cases_compare_output_by_mode() -> None:
+    """stdout is compared with the expected output by the requested mode."""
+    suite = IoTests((IoCase("", "1 2\n"), IoCase("", "3.0000001\n")), compare=CompareMode.FLOAT)
+    exp = _expect(names=("case:1", "case:2"), suite=suite)
+
+    def output(name: str, text: str) -> str:
+        return _rec(k="test", name=name, status="output", stdout=text, exit_code=0, signal=None, timed_out=False)
+
+    r = judge(facts(_signed(output("case:1", "1   2"), output("case:2", "3.0"), DONE)), 0.01, "runc", exp)
+    assert r.status is Status.PASSED, r.message

@@ -24,6 +24,33 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _CompareMode:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _CompareModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CompareMode.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    COMPARE_MODE_EXACT: _CompareMode.ValueType  # 0
+    """Exact bytes of stdout (after UTF-8 decoding)."""
+    COMPARE_MODE_WHITESPACE: _CompareMode.ValueType  # 1
+    """Lines compared after stripping trailing whitespace; trailing blank lines ignored."""
+    COMPARE_MODE_FLOAT: _CompareMode.ValueType  # 2
+    """Whitespace-separated tokens; tokens that parse as numbers compare within
+    float_tolerance (absolute or relative), others exactly.
+    """
+
+class CompareMode(_CompareMode, metaclass=_CompareModeEnumTypeWrapper): ...
+
+COMPARE_MODE_EXACT: CompareMode.ValueType  # 0
+"""Exact bytes of stdout (after UTF-8 decoding)."""
+COMPARE_MODE_WHITESPACE: CompareMode.ValueType  # 1
+"""Lines compared after stripping trailing whitespace; trailing blank lines ignored."""
+COMPARE_MODE_FLOAT: CompareMode.ValueType  # 2
+"""Whitespace-separated tokens; tokens that parse as numbers compare within
+float_tolerance (absolute or relative), others exactly.
+"""
+Global___CompareMode: _TypeAlias = CompareMode  # noqa: Y015
+
 class _Status:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -86,18 +113,30 @@ class _TestStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TestStatus
     TEST_STATUS_UNSPECIFIED: _TestStatus.ValueType  # 0
     TEST_STATUS_PASSED: _TestStatus.ValueType  # 1
     TEST_STATUS_FAILED: _TestStatus.ValueType  # 2
-    """The assertion was false."""
+    """The assertion was false, or the output differs from the expected one."""
     TEST_STATUS_ERROR: _TestStatus.ValueType  # 3
     """Evaluating the test raised an exception other than AssertionError."""
+    TEST_STATUS_SKIPPED: _TestStatus.ValueType  # 4
+    """The test skipped itself (never a pass)."""
+    TEST_STATUS_TIMEOUT: _TestStatus.ValueType  # 5
+    """The case exceeded its own time limit."""
+    TEST_STATUS_MISSING: _TestStatus.ValueType  # 6
+    """The test never reported (the run ended first)."""
 
 class TestStatus(_TestStatus, metaclass=_TestStatusEnumTypeWrapper): ...
 
 TEST_STATUS_UNSPECIFIED: TestStatus.ValueType  # 0
 TEST_STATUS_PASSED: TestStatus.ValueType  # 1
 TEST_STATUS_FAILED: TestStatus.ValueType  # 2
-"""The assertion was false."""
+"""The assertion was false, or the output differs from the expected one."""
 TEST_STATUS_ERROR: TestStatus.ValueType  # 3
 """Evaluating the test raised an exception other than AssertionError."""
+TEST_STATUS_SKIPPED: TestStatus.ValueType  # 4
+"""The test skipped itself (never a pass)."""
+TEST_STATUS_TIMEOUT: TestStatus.ValueType  # 5
+"""The case exceeded its own time limit."""
+TEST_STATUS_MISSING: TestStatus.ValueType  # 6
+"""The test never reported (the run ended first)."""
 Global___TestStatus: _TypeAlias = TestStatus  # noqa: Y015
 
 @_typing.final
@@ -108,6 +147,10 @@ class ExecuteRequest(_message.Message):
     PROGRAM_FIELD_NUMBER: _builtins.int
     LIMITS_FIELD_NUMBER: _builtins.int
     HUMANEVAL_FIELD_NUMBER: _builtins.int
+    ASSERTS_FIELD_NUMBER: _builtins.int
+    IO_CASES_FIELD_NUMBER: _builtins.int
+    CALL_CASES_FIELD_NUMBER: _builtins.int
+    TEST_MODULE_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Client-chosen id, echoed in the response; at most 128 characters. On a stream it
     matches results to requests and must be unique there.
@@ -122,6 +165,14 @@ class ExecuteRequest(_message.Message):
 
     @_builtins.property
     def humaneval(self) -> Global___HumanEvalTests: ...
+    @_builtins.property
+    def asserts(self) -> Global___AssertTests: ...
+    @_builtins.property
+    def io_cases(self) -> Global___IoTests: ...
+    @_builtins.property
+    def call_cases(self) -> Global___CallTests: ...
+    @_builtins.property
+    def test_module(self) -> Global___ModuleTests: ...
     def __init__(
         self,
         *,
@@ -129,12 +180,16 @@ class ExecuteRequest(_message.Message):
         program: _builtins.str = ...,
         limits: Global___Limits | None = ...,
         humaneval: Global___HumanEvalTests | None = ...,
+        asserts: Global___AssertTests | None = ...,
+        io_cases: Global___IoTests | None = ...,
+        call_cases: Global___CallTests | None = ...,
+        test_module: Global___ModuleTests | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["humaneval", b"humaneval", "limits", b"limits", "test_suite", b"test_suite"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["asserts", b"asserts", "call_cases", b"call_cases", "humaneval", b"humaneval", "io_cases", b"io_cases", "limits", b"limits", "test_module", b"test_module", "test_suite", b"test_suite"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["humaneval", b"humaneval", "id", b"id", "limits", b"limits", "program", b"program", "test_suite", b"test_suite"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["asserts", b"asserts", "call_cases", b"call_cases", "humaneval", b"humaneval", "id", b"id", "io_cases", b"io_cases", "limits", b"limits", "program", b"program", "test_module", b"test_module", "test_suite", b"test_suite"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_test_suite: _TypeAlias = _typing.Literal["humaneval"]  # noqa: Y015
+    _WhichOneofReturnType_test_suite: _TypeAlias = _typing.Literal["humaneval", "asserts", "io_cases", "call_cases", "test_module"]  # noqa: Y015
     _WhichOneofArgType_test_suite: _TypeAlias = _typing.Literal["test_suite", b"test_suite"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_test_suite) -> _WhichOneofReturnType_test_suite | None: ...
 
@@ -174,6 +229,193 @@ class HumanEvalTests(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___HumanEvalTests: _TypeAlias = HumanEvalTests  # noqa: Y015
+
+@_typing.final
+class AssertTests(_message.Message):
+    """MBPP's form: assert statements run, one by one, in the program's namespace after
+    the program ran once. Test names are "assert:1", "assert:2", ...
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ASSERTS_FIELD_NUMBER: _builtins.int
+    STOP_AT_FIRST_FAILURE_FIELD_NUMBER: _builtins.int
+    stop_at_first_failure: _builtins.bool
+    @_builtins.property
+    def asserts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Each entry is exactly one assert statement."""
+
+    def __init__(
+        self,
+        *,
+        asserts: _abc.Iterable[_builtins.str] | None = ...,
+        stop_at_first_failure: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["asserts", b"asserts", "stop_at_first_failure", b"stop_at_first_failure"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AssertTests: _TypeAlias = AssertTests  # noqa: Y015
+
+@_typing.final
+class IoTests(_message.Message):
+    """stdin -> expected stdout cases for a whole program (CodeContests, APPS style). The
+    program is compiled once and runs once per case. Expected outputs never enter the
+    container: the comparison happens on the host. Test names are "case:1", ...
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CASES_FIELD_NUMBER: _builtins.int
+    COMPARE_FIELD_NUMBER: _builtins.int
+    FLOAT_TOLERANCE_FIELD_NUMBER: _builtins.int
+    CASE_TIMEOUT_S_FIELD_NUMBER: _builtins.int
+    compare: Global___CompareMode.ValueType
+    float_tolerance: _builtins.float
+    """For COMPARE_MODE_FLOAT; 0 means 1e-6."""
+    case_timeout_s: _builtins.float
+    """Wall-clock limit of each case, in seconds; 0 = the run's timeout_s."""
+    @_builtins.property
+    def cases(self) -> _containers.RepeatedCompositeFieldContainer[Global___IoCase]: ...
+    def __init__(
+        self,
+        *,
+        cases: _abc.Iterable[Global___IoCase] | None = ...,
+        compare: Global___CompareMode.ValueType = ...,
+        float_tolerance: _builtins.float = ...,
+        case_timeout_s: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_timeout_s", b"case_timeout_s", "cases", b"cases", "compare", b"compare", "float_tolerance", b"float_tolerance"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IoTests: _TypeAlias = IoTests  # noqa: Y015
+
+@_typing.final
+class IoCase(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STDIN_FIELD_NUMBER: _builtins.int
+    EXPECTED_STDOUT_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    stdin: _builtins.str
+    expected_stdout: _builtins.str
+    name: _builtins.str
+    """Optional; default "case:<n>"."""
+    def __init__(
+        self,
+        *,
+        stdin: _builtins.str = ...,
+        expected_stdout: _builtins.str = ...,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expected_stdout", b"expected_stdout", "name", b"name", "stdin", b"stdin"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IoCase: _TypeAlias = IoCase  # noqa: Y015
+
+@_typing.final
+class CallTests(_message.Message):
+    """Arguments -> expected return value of entry_point (EvalPlus style). The program runs
+    once; each case calls the function. The return value is serialized inside the
+    container (exact builtin types only) and compared on the host with type checks.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTRY_POINT_FIELD_NUMBER: _builtins.int
+    CASES_FIELD_NUMBER: _builtins.int
+    FLOAT_TOLERANCE_FIELD_NUMBER: _builtins.int
+    CASE_TIMEOUT_S_FIELD_NUMBER: _builtins.int
+    entry_point: _builtins.str
+    float_tolerance: _builtins.float
+    """Absolute or relative tolerance for floats; 0 means exact."""
+    case_timeout_s: _builtins.float
+    @_builtins.property
+    def cases(self) -> _containers.RepeatedCompositeFieldContainer[Global___CallCase]: ...
+    def __init__(
+        self,
+        *,
+        entry_point: _builtins.str = ...,
+        cases: _abc.Iterable[Global___CallCase] | None = ...,
+        float_tolerance: _builtins.float = ...,
+        case_timeout_s: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_timeout_s", b"case_timeout_s", "cases", b"cases", "entry_point", b"entry_point", "float_tolerance", b"float_tolerance"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CallTests: _TypeAlias = CallTests  # noqa: Y015
+
+@_typing.final
+class CallCase(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ARGS_JSON_FIELD_NUMBER: _builtins.int
+    KWARGS_JSON_FIELD_NUMBER: _builtins.int
+    EXPECTED_JSON_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    args_json: _builtins.str
+    """JSON array of positional arguments."""
+    kwargs_json: _builtins.str
+    """JSON object of keyword arguments; empty for none."""
+    expected_json: _builtins.str
+    """JSON of the expected return value. JSON arrays match lists and tuples; a set
+    matches an array of the same elements in any order.
+    """
+    name: _builtins.str
+    def __init__(
+        self,
+        *,
+        args_json: _builtins.str = ...,
+        kwargs_json: _builtins.str = ...,
+        expected_json: _builtins.str = ...,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["args_json", b"args_json", "expected_json", b"expected_json", "kwargs_json", b"kwargs_json", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CallCase: _TypeAlias = CallCase  # noqa: Y015
+
+@_typing.final
+class ModuleTests(_message.Message):
+    """A pytest-style module: top-level test_* functions and test* methods of Test* or
+    unittest.TestCase classes, run by the service's own runner (never pytest, so no
+    conftest, ini file or plugin is loaded). The program is importable as `solution`
+    and its names are visible to the tests. Names: "test_x", "TestY.test_z".
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SOURCE_FIELD_NUMBER: _builtins.int
+    STOP_AT_FIRST_FAILURE_FIELD_NUMBER: _builtins.int
+    source: _builtins.str
+    stop_at_first_failure: _builtins.bool
+    def __init__(
+        self,
+        *,
+        source: _builtins.str = ...,
+        stop_at_first_failure: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["source", b"source", "stop_at_first_failure", b"stop_at_first_failure"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ModuleTests: _TypeAlias = ModuleTests  # noqa: Y015
 
 @_typing.final
 class Limits(_message.Message):
@@ -217,6 +459,7 @@ class TestResult(_message.Message):
     TRACEBACK_FIELD_NUMBER: _builtins.int
     DURATION_S_FIELD_NUMBER: _builtins.int
     SOURCE_FIELD_NUMBER: _builtins.int
+    ACTUAL_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Stable name, e.g. "check:3" for the assert on line 3 of the test source,
     "check:3#2" for its second execution (an assert in a loop).
@@ -230,6 +473,8 @@ class TestResult(_message.Message):
     """Time spent in this test, in seconds."""
     source: _builtins.str
     """Source of the assert statement."""
+    actual: _builtins.str
+    """For call_cases and io_cases: what the program returned or printed (capped)."""
     def __init__(
         self,
         *,
@@ -239,10 +484,11 @@ class TestResult(_message.Message):
         traceback: _builtins.str = ...,
         duration_s: _builtins.float = ...,
         source: _builtins.str = ...,
+        actual: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["duration_s", b"duration_s", "message", b"message", "name", b"name", "source", b"source", "status", b"status", "traceback", b"traceback"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actual", b"actual", "duration_s", b"duration_s", "message", b"message", "name", b"name", "source", b"source", "status", b"status", "traceback", b"traceback"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -288,6 +534,7 @@ class Result(_message.Message):
     HUMAN_EVAL_RESULT_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
     RUNTIME_FIELD_NUMBER: _builtins.int
+    TAMPERING_FIELD_NUMBER: _builtins.int
     status: Global___Status.ValueType
     duration_s: _builtins.float
     """Wall-clock time of the run, measured by the host, in seconds."""
@@ -305,6 +552,12 @@ class Result(_message.Message):
     def stdout(self) -> Global___Output: ...
     @_builtins.property
     def stderr(self) -> Global___Output: ...
+    @_builtins.property
+    def tampering(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Tampering the service detected (forged records, always-equal objects, patched
+        builtins, ...). A run with tampering never passes.
+        """
+
     def __init__(
         self,
         *,
@@ -316,10 +569,11 @@ class Result(_message.Message):
         human_eval_result: _builtins.str = ...,
         message: _builtins.str = ...,
         runtime: _builtins.str = ...,
+        tampering: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["stderr", b"stderr", "stdout", b"stdout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["duration_s", b"duration_s", "human_eval_result", b"human_eval_result", "message", b"message", "runtime", b"runtime", "status", b"status", "stderr", b"stderr", "stdout", b"stdout", "tests", b"tests"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["duration_s", b"duration_s", "human_eval_result", b"human_eval_result", "message", b"message", "runtime", b"runtime", "status", b"status", "stderr", b"stderr", "stdout", b"stdout", "tampering", b"tampering", "tests", b"tests"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
