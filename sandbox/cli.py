@@ -153,7 +153,6 @@ def _entry_point(candidate: str, given: str) -> str:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from sandbox.client import Client
-    from sandbox.evaluate import run_one
 
     candidate = args.candidate.read_text(encoding="utf-8")
     tests = args.tests.read_text(encoding="utf-8")
@@ -164,7 +163,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         id="run",
     )
     with _target(args) as target, Client(target) as client:
-        result = run_one(client, request)
+        result = client.execute(request)
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
     else:

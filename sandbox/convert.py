@@ -198,12 +198,14 @@ def request_from_pb(
         defaults or Limits(),
         bounds or LimitBounds(),
     )
-    return ExecuteRequest(program=msg.program, tests=tests, limits=limits, id=msg.id)
+    if not math.isfinite(msg.deadline_s) or msg.deadline_s < 0:
+        raise InvalidRequestError(f"deadline_s must be a non-negative number of seconds, got {msg.deadline_s}")
+    return ExecuteRequest(program=msg.program, tests=tests, limits=limits, id=msg.id, deadline_s=msg.deadline_s)
 
 
 def request_to_pb(req: ExecuteRequest, send_limits: bool = True) -> pb.ExecuteRequest:
     """The wire form of ``req``."""
-    msg = pb.ExecuteRequest(id=req.id, program=req.program)
+    msg = pb.ExecuteRequest(id=req.id, program=req.program, deadline_s=req.deadline_s)
     if send_limits:
         msg.limits.timeout_s = req.limits.timeout_s
         msg.limits.memory_mb = req.limits.memory_mb

@@ -140,7 +140,10 @@ class ExecuteRequest:
     """Resource limits of the run."""
 
     id: str = ""
-    """Client-chosen id, echoed in the response."""
+    """Client-chosen id, echoed in the response; the server's idempotency key."""
+
+    deadline_s: float = 0.0
+    """Seconds from receipt within which the run must start; 0 for none."""
 
 
 @dataclasses.dataclass(frozen=True)

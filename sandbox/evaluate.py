@@ -16,13 +16,14 @@ import json
 import os
 import sys
 import time
-from collections import Counter, defaultdict
+import uuid
+from collections import defaultdict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from sandbox.client import Client, Refused
-from sandbox.domain import ExecuteRequest, RunResult, Status
+from sandbox.client import Client, Refused, RetryPolicy, retryable
+from sandbox.domain import RunResult
 from sandbox.errors import InvalidRequestError, SandboxError
 from sandbox.humaneval import build_request, human_eval_fields, pass_at_k, read_jsonl, read_problems
 from sandbox.limits import Limits
@@ -86,51 +87,40 @@ def evaluate(
 
     limits = Limits(timeout_s=timeout_s)
     pending = [i for i in range(len(samples)) if i not in done]
-    attempts: Counter[int] = Counter()
+    run_id = uuid.uuid4().hex[:12]
     bar = _progress(len(samples), len(done))
     started = time.monotonic()
     finished = 0
-    with Client(target) as client, partial_file.open("a", encoding="utf-8") as checkpoint:
-        while pending:
-            requests = (
-                build_request(
-                    problems[samples[i]["task_id"]],
-                    samples[i]["completion"],
-                    limits,
-                    request_id=str(i),
-                    full_program=full_program,
+    requests = (
+        build_request(
+            problems[samples[i]["task_id"]],
+            samples[i]["completion"],
+            limits,
+            request_id=f"{run_id}-{i}",
+            full_program=full_program,
+        )
+        for i in pending
+    )
+    with Client(target, retry=RetryPolicy(max_attempts=_MAX_ATTEMPTS)) as client, partial_file.open(
+        "a", encoding="utf-8"
+    ) as checkpoint:
+        for rid, outcome in client.execute_many(requests, window=window):
+            index = int(rid.rsplit("-", 1)[1])
+            if retryable(outcome) or isinstance(outcome, Refused):
+                raise EvaluationError(
+                    f"sample {index} ({samples[index]['task_id']}) could not be evaluated after "
+                    f"{_MAX_ATTEMPTS} tries: {outcome.message}"
                 )
-                for i in pending
-            )
-            retry: list[int] = []
-            for rid, outcome in _stream(client, requests, window):
-                index = int(rid)
-                attempts[index] += 1
-                if isinstance(outcome, Refused) or outcome.status is Status.SANDBOX_ERROR:
-                    why = outcome.message
-                    if attempts[index] >= _MAX_ATTEMPTS:
-                        raise EvaluationError(
-                            f"sample {index} ({samples[index]['task_id']}) failed in the sandbox "
-                            f"{attempts[index]} times, last: {why}"
-                        )
-                    retry.append(index)
-                    continue
-                fields = human_eval_fields(outcome)
-                done[index] = fields
-                checkpoint.write(
-                    json.dumps({"index": index, "task_id": samples[index]["task_id"], "fields": fields}) + "\n"
-                )
-                if on_result:
-                    on_result(index, outcome)
-                finished += 1
-                bar.update(1)
-                elapsed = time.monotonic() - started
-                bar.set_postfix(runs_per_s=f"{finished / max(elapsed, 1e-9):.0f}", refresh=False)
-            checkpoint.flush()
-            missing = [i for i in pending if i not in done and i not in retry]
-            if retry or missing:
-                time.sleep(min(5.0, 0.2 * max(attempts.values(), default=1)))
-            pending = sorted(set(retry) | set(missing))
+            fields = human_eval_fields(outcome)
+            done[index] = fields
+            row = {"index": index, "task_id": samples[index]["task_id"], "fields": fields}
+            checkpoint.write(json.dumps(row) + "\n")
+            if on_result:
+                on_result(index, outcome)
+            finished += 1
+            bar.update(1)
+            elapsed = time.monotonic() - started
+            bar.set_postfix(runs_per_s=f"{finished / max(elapsed, 1e-9):.0f}", refresh=False)
     bar.close()
 
     per_task: dict[str, list[bool]] = defaultdict(list)
@@ -150,35 +140,3 @@ def evaluate(
     return result
 
 
-def _stream(client: Client, requests: Any, window: int) -> Any:
-    """execute_many, turning a broken stream into refusals for what did not come back."""
-    import grpc
-
-    sent: list[str] = []
-
-    def track(reqs: Any) -> Any:
-        for req in reqs:
-            sent.append(req.id)
-            yield req
-
-    answered: set[str] = set()
-    try:
-        for rid, outcome in client.execute_many(track(requests), window=window):
-            answered.add(rid)
-            yield rid, outcome
-    except grpc.RpcError as exc:
-        code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
-        for rid in sent:
-            if rid not in answered:
-                yield rid, Refused(code, f"stream broke: {code}")
-
-
-def run_one(client: Client, request: ExecuteRequest) -> RunResult:
-    """One request, retrying infrastructure failures a few times."""
-    result = client.execute(request)
-    for _ in range(_MAX_ATTEMPTS - 1):
-        if result.status is not Status.SANDBOX_ERROR:
-            break
-        time.sleep(0.5)
-        result = client.execute(request)
-    return result

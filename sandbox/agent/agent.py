@@ -192,7 +192,7 @@ def _child_main(sock: socket.socket, fds: list[int]) -> None:
         os.dup2(devnull, 0)
         os.dup2(out_fd, 1)
         os.dup2(err_fd, 2)
-        os.dup2(res_fd, 3)
+        os.dup2(res_fd, 3, inheritable=False)  # an exec'd image does not get the channel
         os.dup2(job_fd, 4)
         os.closerange(5, 1 << 16)
         chunks = []

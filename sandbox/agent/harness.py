@@ -45,6 +45,7 @@ import signal
 import sys
 import time
 import traceback
+import unittest
 
 _MAX_TEXT = 4096
 _MAX_TRACEBACK = 16384
@@ -60,6 +61,10 @@ _PROTECTED = [
     (sys, "exit"), (ast, "parse"), (traceback, "format_exception"),
 ]
 _PROTECTED_VALUES = [getattr(obj, name) for obj, name in _PROTECTED]
+# Classes whose methods a test relies on: patching e.g. TestCase.assertEqual to a no-op
+# would make every unittest-style test pass.
+_CLASSES = [unittest.TestCase, BaseException, AssertionError]
+_CLASS_DICTS = [dict(cls.__dict__) for cls in _CLASSES]
 
 
 def _clip(text: str, limit: int) -> str:
@@ -138,10 +143,23 @@ class _Recorder:
             changed = sorted(k for k in set(current) | set(_BUILTINS) if current.get(k) is not _BUILTINS.get(k))
             builtins.__dict__.update(_BUILTINS)
             self.tamper(f"builtins modified: {', '.join(changed[:10])}")
-        for (obj, name), value in zip(_PROTECTED, _PROTECTED_VALUES, strict=False):
+        for (obj, name), value in zip(_PROTECTED, _PROTECTED_VALUES, strict=True):
             if getattr(obj, name, None) is not value:
                 setattr(obj, name, value)
                 self.tamper(f"{getattr(obj, '__name__', obj)}.{name} replaced")
+        for cls, snapshot in zip(_CLASSES, _CLASS_DICTS, strict=True):
+            current = cls.__dict__
+            if len(current) != len(snapshot) or any(current.get(k) is not v for k, v in snapshot.items()):
+                changed = sorted(k for k in set(current) | set(snapshot) if current.get(k) is not snapshot.get(k))
+                for key in changed:
+                    try:
+                        if key in snapshot:
+                            setattr(cls, key, snapshot[key])
+                        else:
+                            delattr(cls, key)
+                    except (AttributeError, TypeError):
+                        pass
+                self.tamper(f"{cls.__name__} modified: {', '.join(changed[:10])}")
 
     # -- comparisons in rewritten asserts
 

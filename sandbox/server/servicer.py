@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -12,6 +13,7 @@ from sandbox._proto.sandbox.v1 import sandbox_pb2 as pb
 from sandbox._proto.sandbox.v1 import sandbox_pb2_grpc as pb_grpc
 from sandbox.convert import request_from_pb, result_to_pb
 from sandbox.errors import SandboxError, grpc_status_name
+from sandbox.server.idempotency import IdempotencyCache
 from sandbox.server.logs import get_logger
 from sandbox.server.metrics import Metrics
 from sandbox.server.scheduler import Scheduler
@@ -36,11 +38,15 @@ class SandboxServicer(pb_grpc.SandboxServicer):
         self.scheduler = scheduler
         self.settings = settings
         self.metrics = metrics
+        self.dedup = IdempotencyCache(settings.idempotency_entries, settings.idempotency_ttl_s)
 
     async def _answer(self, msg: pb.ExecuteRequest, timeout_s: float | None) -> pb.ExecuteResponse:
         """Runs one request; raises SandboxError for a refusal."""
         request = request_from_pb(msg, self.settings.defaults, self.settings.bounds)
-        result = await self.scheduler.execute(request, timeout_s)
+        if request.deadline_s:
+            timeout_s = request.deadline_s if timeout_s is None else min(timeout_s, request.deadline_s)
+        fingerprint = hashlib.blake2b(msg.SerializeToString(deterministic=True), digest_size=16).digest()
+        result = await self.dedup.run(msg.id, fingerprint, lambda: self.scheduler.execute(request, timeout_s))
         return pb.ExecuteResponse(id=msg.id, result=result_to_pb(result))
 
     async def Execute(self, request: pb.ExecuteRequest, context: grpc.aio.ServicerContext) -> pb.ExecuteResponse:  # noqa: N802

@@ -66,6 +66,12 @@ class Settings:
     refill_concurrency: int = 4
     """Containers started at once while refilling."""
 
+    idempotency_entries: int = 50_000
+    """Results kept by request id, so that a retried request runs once."""
+
+    idempotency_ttl_s: float = 600.0
+    """How long a result is kept for retries, in seconds."""
+
     stream_window: int = 1024
     """Requests one ExecuteStream may have in flight before the server stops reading."""
 

@@ -146,6 +146,7 @@ class ExecuteRequest(_message.Message):
     ID_FIELD_NUMBER: _builtins.int
     PROGRAM_FIELD_NUMBER: _builtins.int
     LIMITS_FIELD_NUMBER: _builtins.int
+    DEADLINE_S_FIELD_NUMBER: _builtins.int
     HUMANEVAL_FIELD_NUMBER: _builtins.int
     ASSERTS_FIELD_NUMBER: _builtins.int
     IO_CASES_FIELD_NUMBER: _builtins.int
@@ -158,6 +159,11 @@ class ExecuteRequest(_message.Message):
     program: _builtins.str
     """The candidate program, Python source. For HumanEval this is prompt + completion
     (or the completion alone when it is a whole program).
+    """
+    deadline_s: _builtins.float
+    """Seconds from the server's receipt of this request within which the run must
+    start; past it the request is refused with DEADLINE_EXCEEDED. 0 = no deadline
+    beyond the RPC's own. Lets each request of a stream carry its own deadline.
     """
     @_builtins.property
     def limits(self) -> Global___Limits:
@@ -179,6 +185,7 @@ class ExecuteRequest(_message.Message):
         id: _builtins.str = ...,
         program: _builtins.str = ...,
         limits: Global___Limits | None = ...,
+        deadline_s: _builtins.float = ...,
         humaneval: Global___HumanEvalTests | None = ...,
         asserts: Global___AssertTests | None = ...,
         io_cases: Global___IoTests | None = ...,
@@ -187,7 +194,7 @@ class ExecuteRequest(_message.Message):
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["asserts", b"asserts", "call_cases", b"call_cases", "humaneval", b"humaneval", "io_cases", b"io_cases", "limits", b"limits", "test_module", b"test_module", "test_suite", b"test_suite"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["asserts", b"asserts", "call_cases", b"call_cases", "humaneval", b"humaneval", "id", b"id", "io_cases", b"io_cases", "limits", b"limits", "program", b"program", "test_module", b"test_module", "test_suite", b"test_suite"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["asserts", b"asserts", "call_cases", b"call_cases", "deadline_s", b"deadline_s", "humaneval", b"humaneval", "id", b"id", "io_cases", b"io_cases", "limits", b"limits", "program", b"program", "test_module", b"test_module", "test_suite", b"test_suite"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_test_suite: _TypeAlias = _typing.Literal["humaneval", "asserts", "io_cases", "call_cases", "test_module"]  # noqa: Y015
     _WhichOneofArgType_test_suite: _TypeAlias = _typing.Literal["test_suite", b"test_suite"]  # noqa: Y015
