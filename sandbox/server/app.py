@@ -88,7 +88,7 @@ class SandboxServer:
         else:
             image = s.image or "fake"
         self.pool = Pool(s, self._backend, image, self.metrics)
-        self.scheduler = Scheduler(self.pool, self.metrics, s.max_queue, s.runtime)
+        self.scheduler = Scheduler(self.pool, self.metrics, s.max_queue, s.runtime, s.max_queue_wait_s)
         servicer = SandboxServicer(self.scheduler, s, self.metrics)
         pb_grpc.add_SandboxServicer_to_server(servicer, self._grpc)  # type: ignore[no-untyped-call]
         log.info("pool_warming", pool=s.pool_name, size=s.pool_size, runtime=s.runtime, image=image)
@@ -102,7 +102,7 @@ class SandboxServer:
         assert self._backend is not None
         while True:
             await asyncio.sleep(_ENGINE_WATCH_S)
-            up = await self._backend.ping()
+            up = await self._backend.ping() and not (self.pool and self.pool.fatal)
             if up != serving:
                 serving = up
                 await self._set_health(up)

@@ -20,7 +20,7 @@ import asyncio
 import os
 import struct
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from sandbox.agent.agent import FrameReader, encode_frame
@@ -42,6 +42,9 @@ class Channel(Protocol):
     async def recv(self) -> dict[str, Any]: ...
 
     def close(self) -> None: ...
+
+    def on_lost(self, callback: Callable[[], None]) -> None:
+        """Calls ``callback`` once if the stream ends without :meth:`close`."""
 
 
 class Backend(Protocol):
@@ -69,7 +72,12 @@ class AttachChannel:
         self._frames: asyncio.Queue[dict[str, Any] | BaseException] = asyncio.Queue()
         self._decoder = FrameReader()
         self._container_id = container_id
+        self._lost_callbacks: list[Callable[[], None]] = []
+        self._closed = False
         self._task = asyncio.get_running_loop().create_task(self._pump())
+
+    def on_lost(self, callback: Callable[[], None]) -> None:
+        self._lost_callbacks.append(callback)
 
     async def _pump(self) -> None:
         error: BaseException = AgentError("the agent's stream ended (container gone)")
@@ -95,6 +103,9 @@ class AttachChannel:
         if stderr_tail:
             error = AgentError(f"{error}; agent stderr: {stderr_tail.decode('utf-8', 'replace')[-500:]}")
         self._frames.put_nowait(error)
+        if not self._closed:
+            for callback in self._lost_callbacks:
+                callback()
 
     async def send(self, message: Mapping[str, Any]) -> None:
         try:
@@ -111,6 +122,7 @@ class AttachChannel:
         return item
 
     def close(self) -> None:
+        self._closed = True
         self._task.cancel()
         try:
             self._writer.close()

@@ -34,7 +34,7 @@ _MAX_BACKOFF_S = 10.0
 class Container:
     """One pool container and its agent channel."""
 
-    __slots__ = ("id", "name", "channel", "runs", "posture")
+    __slots__ = ("id", "name", "channel", "runs", "posture", "lost")
 
     def __init__(self, container_id: str, name: str, channel: Channel, posture: dict[str, Any]) -> None:
         self.id = container_id
@@ -42,6 +42,7 @@ class Container:
         self.channel = channel
         self.runs = 0
         self.posture = posture
+        self.lost = False
 
     async def run(self, job: dict[str, Any], request_id: str, timeout_s: float) -> dict[str, Any]:
         """Sends one job and waits for its report.
@@ -75,7 +76,10 @@ class Pool:
         self._refill_task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()
         self._failures = 0
+        self._hardening_failures = 0
         self.last_error = ""
+        self.fatal = ""
+        """Set when a container failed its hardening checks: the server must not serve."""
         self.warm = asyncio.Event()
 
     # -- state
@@ -107,13 +111,20 @@ class Pool:
             log.info("pool_leftovers_removed", pool=self.settings.pool_name, count=len(leftovers))
             await asyncio.gather(*(self.backend.remove(c) for c in leftovers), return_exceptions=True)
         self._refill_task = asyncio.get_running_loop().create_task(self._refill_loop())
-        if wait_warm:
-            try:
-                await asyncio.wait_for(self.warm.wait(), warm_timeout_s)
-            except TimeoutError:
+        if not wait_warm:
+            return
+        deadline = time.monotonic() + warm_timeout_s
+        while not self.warm.is_set():
+            if self.fatal:
+                raise HardeningError(f"refusing to serve: {self.fatal}")
+            if time.monotonic() > deadline:
                 raise InfrastructureError(
                     f"the pool did not warm up within {warm_timeout_s:g} s: {self.last_error or 'no error seen'}"
-                ) from None
+                )
+            try:
+                await asyncio.wait_for(self.warm.wait(), 0.1)
+            except TimeoutError:
+                pass
 
     async def close(self) -> None:
         """Stops refilling and removes every container of the pool."""
@@ -144,6 +155,10 @@ class Pool:
         """An idle container, waiting for one if none is idle now."""
         if self._closing:
             raise ShuttingDownError("the server is shutting down")
+        if self.fatal:
+            raise HardeningError(f"refusing to serve: {self.fatal}")
+        while self._idle and self._idle[0].lost:
+            self.destroy(self._idle.popleft(), "lost_idle")
         if self._idle:
             container = self._idle.popleft()
         else:
@@ -178,10 +193,17 @@ class Pool:
         if (
             reusable
             and not self._closing
+            and not container.lost
             and self.settings.isolation == "pool"
             and container.runs < self.settings.max_runs_per_container
         ):
-            self._hand_over(container)
+            if container.runs and container.runs % self.settings.posture_every_runs == 0:
+                self._starting += 1
+                task = asyncio.get_running_loop().create_task(self._recheck(container))
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
+            else:
+                self._hand_over(container)
         else:
             if not reason:
                 reason = (
@@ -192,6 +214,41 @@ class Pool:
                 )
             self.destroy(container, reason)
         self._update_gauges()
+
+    async def _recheck(self, container: Container) -> None:
+        """Reads a used container's posture again; a failure stops the whole server."""
+        try:
+            await container.channel.send({"op": "hello"})
+            ready = await asyncio.wait_for(container.channel.recv(), _READY_TIMEOUT_S)
+            findings = verify_posture(ready.get("posture") or {}, self.settings)
+            if not ready.get("clean"):
+                findings.append("agent ready and clean")
+        except (TimeoutError, AgentError) as exc:
+            self.destroy(container, "recheck_failed")
+            log.warning("posture_recheck_failed", container_id=container.id[:12], error=str(exc))
+        else:
+            if findings:
+                self._set_fatal(f"posture check failed in {container.name} after {container.runs} runs: "
+                                f"{', '.join(findings)}")
+                self.destroy(container, "posture")
+            else:
+                self._hand_over(container)
+        finally:
+            self._starting -= 1
+            self._update_gauges()
+
+    def _set_fatal(self, why: str) -> None:
+        self.fatal = why
+        log.error("pool_refuses_to_serve", reason=why)
+        for waiter in list(self._waiters):
+            if not waiter.done():
+                waiter.set_exception(HardeningError(f"refusing to serve: {why}"))
+
+    def _lost(self, container: Container) -> None:
+        container.lost = True
+        if container in self._idle:
+            self._idle.remove(container)
+            self.destroy(container, "lost_idle")
 
     def destroy(self, container: Container, reason: str) -> None:
         """Removes a container in the background and wakes the refill."""
@@ -232,11 +289,18 @@ class Pool:
             self._failures += 1
             self.last_error = str(exc)
             reason = "hardening" if isinstance(exc, HardeningError) else "engine"
+            if isinstance(exc, HardeningError):
+                # Hardening does not fail by chance: twice in a row means this engine
+                # cannot give us the containers we promise, so we stop serving.
+                self._hardening_failures += 1
+                if self._hardening_failures >= 2 and not self.fatal:
+                    self._set_fatal(str(exc))
             self.metrics.container_start_failures.labels(reason).inc()
             log.warning("container_start_failed", error=str(exc), failures=self._failures)
             await asyncio.sleep(min(_MAX_BACKOFF_S, 0.1 * 2 ** min(self._failures, 7)))
         else:
             self._failures = 0
+            self._hardening_failures = 0
             self.metrics.container_starts.inc()
             self.metrics.container_start_duration.observe(time.monotonic() - started)
             if self._closing:
@@ -277,4 +341,6 @@ class Pool:
             await self._remove(container_id)
             raise
         log.debug("container_ready", container_id=container_id[:12])
-        return Container(container_id, name, channel, posture)
+        container = Container(container_id, name, channel, posture)
+        channel.on_lost(lambda: self._lost(container))
+        return container

@@ -17,7 +17,7 @@ import asyncio
 import time
 
 from sandbox.domain import ExecuteRequest, RunResult, Status
-from sandbox.errors import AgentError, DeadlineExceededError, OverloadedError
+from sandbox.errors import AgentError, DeadlineExceededError, InfrastructureError, OverloadedError
 from sandbox.server.jobs import prepare
 from sandbox.server.judge import judge, sandbox_error
 from sandbox.server.logs import get_logger
@@ -34,8 +34,11 @@ _AGENT_RETRIES = 1
 class Scheduler:
     """Runs requests on the pool's containers."""
 
-    def __init__(self, pool: Pool, metrics: Metrics, max_queue: int, runtime: str) -> None:
+    def __init__(
+        self, pool: Pool, metrics: Metrics, max_queue: int, runtime: str, max_queue_wait_s: float = 600.0
+    ) -> None:
         self.pool = pool
+        self.max_queue_wait_s = max_queue_wait_s
         self.metrics = metrics
         self.max_queue = max_queue
         self.runtime = runtime
@@ -71,13 +74,16 @@ class Scheduler:
         self.waiting += 1
         self.metrics.queue_depth.set(self.waiting)
         queued = time.monotonic()
+        wait = self.max_queue_wait_s if timeout_s is None else min(timeout_s, self.max_queue_wait_s)
         try:
-            if timeout_s is None:
-                return await self.pool.acquire()
-            return await asyncio.wait_for(self.pool.acquire(), max(0.0, timeout_s))
+            return await asyncio.wait_for(self.pool.acquire(), max(0.0, wait))
         except TimeoutError:
-            raise DeadlineExceededError(
-                f"no sandbox became free within the request's deadline ({timeout_s:.3f} s)"
+            if timeout_s is not None and timeout_s <= self.max_queue_wait_s:
+                raise DeadlineExceededError(
+                    f"no sandbox became free within the request's deadline ({timeout_s:.3f} s)"
+                ) from None
+            raise InfrastructureError(
+                f"no sandbox became free within {self.max_queue_wait_s:g} s: {self.pool.last_error or 'pool busy'}"
             ) from None
         finally:
             self.waiting -= 1

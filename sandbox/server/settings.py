@@ -63,6 +63,12 @@ class Settings:
     max_runs_per_container: int = 1000
     """Runs after which a container is replaced even if it stayed clean."""
 
+    max_queue_wait_s: float = 600.0
+    """Longest a request waits for a container before UNAVAILABLE (engine trouble)."""
+
+    posture_every_runs: int = 100
+    """A container's posture is read back from inside it again after this many runs."""
+
     refill_concurrency: int = 4
     """Containers started at once while refilling."""
 

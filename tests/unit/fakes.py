@@ -42,6 +42,9 @@ class FakeChannel:
     def close(self) -> None:
         self.closed = True
 
+    def on_lost(self, callback: Any) -> None:
+        self.backend.lost_callbacks.append(callback)
+
 
 class FakeBackend:
     """Records every call; containers exist in a dict."""
@@ -57,6 +60,7 @@ class FakeBackend:
             "records": '{"k": "done", "n": "NONCE"}\n',
         }
         self._ids = itertools.count()
+        self.lost_callbacks: list[Any] = []
 
     async def create(self, name: str, config: Mapping[str, Any]) -> str:
         self.calls.append("create")

@@ -164,3 +164,44 @@ def test_agent_reply_without_exit_is_sandbox_error_and_container_dropped() -> No
         await pool.close()
 
     run(go)
+
+
+def test_posture_is_read_again_every_n_runs_and_a_regression_stops_serving() -> None:
+    """After posture_every_runs runs a container's posture is checked again; if it went
+    wrong the pool refuses to serve, naming the failed check."""
+
+    async def go() -> None:
+        backend = FakeBackend()
+        pool = await _pool(backend, pool_size=1, posture_every_runs=2)
+        sched = Scheduler(pool, Metrics(), 10, "runc")
+        assert (await sched.execute(REQ)).status is Status.PASSED
+        backend.posture["interfaces"] = ["lo", "eth0"]
+        assert (await sched.execute(REQ)).status is Status.PASSED
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if pool.fatal:
+                break
+        assert "only the loopback interface" in pool.fatal
+        with pytest.raises(InfrastructureError, match="refusing to serve"):
+            await sched.execute(REQ)
+        await pool.close()
+
+    run(go)
+
+
+def test_a_container_whose_stream_is_lost_while_idle_is_replaced() -> None:
+    """An idle container whose agent stream ends (engine restart, kill) leaves the pool."""
+
+    async def go() -> None:
+        backend = FakeBackend()
+        pool = await _pool(backend, pool_size=2)
+        backend.lost_callbacks[0]()
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if pool.idle == 2 and len(backend.containers) == 2:
+                break
+        assert pool.idle == 2
+        assert all(not c.lost for c in pool._idle)
+        await pool.close()
+
+    run(go)
