@@ -15,6 +15,8 @@ and every id gets exactly one final answer. Connecting to several servers (a lis
 from __future__ import annotations
 
 import asyncio
+import itertools
+import queue
 import random
 import socket
 import threading
@@ -22,6 +24,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass, replace
+from typing import Any
 
 import grpc
 
@@ -85,25 +88,29 @@ def retryable(outcome: Outcome) -> bool:
 def _resolve(address: str) -> list[str]:
     host, _, port = address.rpartition(":")
     host = host.strip("[]")
+    if not port.isdigit():
+        return [address]
     try:
         socket.inet_pton(socket.AF_INET6 if ":" in host else socket.AF_INET, host)
         return [f"[{host}]:{port}" if ":" in host else address]
     except OSError:
         pass
-    infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
+    try:
+        infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
+    except OSError:
+        return [address]  # let gRPC resolve (and report) it
     return sorted({f"[{i[4][0]}]:{port}" if i[0] == socket.AF_INET6 else f"{i[4][0]}:{port}" for i in infos})
 
 
-def target_of(target: str | Iterable[str]) -> str:
-    """gRPC target for ``HOST:PORT``, a gRPC URI, or a list of ``HOST:PORT``."""
+def backends_of(target: str | Iterable[str]) -> list[str]:
+    """One gRPC target per backend: a list of ``HOST:PORT`` and a ``HOST:PORT`` whose name
+    resolves to several addresses give one each; a gRPC URI (``dns:///...``) stays one
+    target balanced by gRPC's round-robin policy per call."""
     if isinstance(target, str):
-        return target
-    addresses = [a for t in target for a in _resolve(t)]
-    if len(addresses) == 1:
-        return addresses[0]
-    if all(not a.startswith("[") for a in addresses):
-        return "ipv4:" + ",".join(addresses)
-    return "ipv6:" + ",".join(addresses)
+        if "://" in target or target.split(":", 1)[0] in ("ipv4", "ipv6", "unix", "dns"):
+            return [target]
+        return _resolve(target)
+    return [a for t in target for a in _resolve(t)]
 
 
 def _code(value: int) -> grpc.StatusCode:
@@ -171,18 +178,24 @@ class _Batch:
             return None
         return outcome
 
-    def broken(self, refusal: Refused) -> list[tuple[str, Outcome]]:
-        """The stream broke: everything in flight is retried or, out of tries, final."""
+    def broken(self, ids: Iterable[str], refusal: Refused) -> list[tuple[str, Outcome]]:
+        """A stream broke: what it had in flight is retried or, out of tries, final."""
         finals = []
-        for rid in list(self.in_flight):
-            final = self.answered(rid, refusal)
-            if final is not None:
-                finals.append((rid, final))
+        for rid in list(ids):
+            if rid in self.in_flight:
+                final = self.answered(rid, refusal)
+                if final is not None:
+                    finals.append((rid, final))
         return finals
 
     @property
     def done(self) -> bool:
         return self.exhausted and not self.in_flight and not self.retry
+
+    def next_retry_due(self) -> bool:
+        """A retry can be sent now."""
+        now = time.monotonic()
+        return any(when <= now for when, _ in self.retry)
 
     def wait_s(self) -> float:
         if not self.retry:
@@ -190,19 +203,27 @@ class _Batch:
         return max(0.0, min(when for when, _ in self.retry) - time.monotonic())
 
 
+_ENDED = Refused(grpc.StatusCode.UNAVAILABLE, "the stream ended before answering")
+
+
 class Client:
     """Synchronous client of ``sandbox.v1.Sandbox``.
 
     Args:
-        target: ``HOST:PORT``, a list of them (round-robin), or any gRPC target such
-            as ``dns:///sandbox.example:50051``.
+        target: ``HOST:PORT``, a list of them, or any gRPC target such as
+            ``dns:///sandbox.example:50051``. With several backends, unary calls go
+            round-robin and ``execute_many`` keeps one stream open to each.
         retry: how infrastructure failures are retried (:data:`NO_RETRY` to disable).
     """
 
     def __init__(self, target: str | Iterable[str], retry: RetryPolicy | None = None) -> None:
         self.retry = retry or RetryPolicy()
-        self._channel = grpc.insecure_channel(target_of(target), options=_OPTIONS)
-        self._stub = pb_grpc.SandboxStub(self._channel)  # type: ignore[no-untyped-call]
+        self.backends = backends_of(target)
+        if not self.backends:
+            raise ValueError("no backend address given")
+        self._channels = [grpc.insecure_channel(b, options=_OPTIONS) for b in self.backends]
+        self._stubs = [pb_grpc.SandboxStub(c) for c in self._channels]  # type: ignore[no-untyped-call]
+        self._turn = itertools.count()
 
     def __enter__(self) -> Client:
         return self
@@ -211,14 +232,19 @@ class Client:
         self.close()
 
     def close(self) -> None:
-        self._channel.close()
+        for channel in self._channels:
+            channel.close()
 
     def wait_ready(self, timeout_s: float = 60.0) -> None:
-        """Blocks until the channel connects."""
-        grpc.channel_ready_future(self._channel).result(timeout=timeout_s)
+        """Blocks until every backend's channel connects."""
+        for channel in self._channels:
+            grpc.channel_ready_future(channel).result(timeout=timeout_s)
+
+    def _stub(self) -> Any:
+        return self._stubs[next(self._turn) % len(self._stubs)]
 
     def execute(self, request: ExecuteRequest, timeout_s: float | None = None) -> RunResult:
-        """Runs one request, retrying infrastructure failures.
+        """Runs one request, retrying infrastructure failures (on the next backend).
 
         Raises:
             grpc.RpcError: the server refused the request (bad input, deadline), or
@@ -231,7 +257,7 @@ class Client:
         for attempt in range(1, self.retry.max_attempts + 1):
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
             try:
-                result = result_from_pb(self._stub.Execute(message, timeout=remaining).result)
+                result = result_from_pb(self._stub().Execute(message, timeout=remaining).result)
             except grpc.RpcError as exc:
                 if _rpc_refusal(exc).code not in _RETRYABLE_CODES or attempt == self.retry.max_attempts:
                     raise
@@ -245,51 +271,93 @@ class Client:
         """Streams ``requests`` with at most ``window`` in flight; yields as they finish.
 
         Each request's id (generated when empty) appears exactly once in the output,
-        with its final outcome after retries. Ids must be unique.
+        with its final outcome after retries. Ids must be unique. With several
+        backends, one stream per backend shares the work and the window; requests a
+        failing backend held are retried on the others.
         """
         batch = _Batch(requests, self.retry)
-        while not batch.done:
-            time.sleep(batch.wait_s() if not batch.in_flight and batch.exhausted else 0)
-            yield from self._one_stream(batch, window)
-
-    def _one_stream(self, batch: _Batch, window: int) -> Iterator[tuple[str, Outcome]]:
         lock = threading.Condition()
+        out: queue.Queue[tuple[str, Outcome] | None] = queue.Queue()
         stop = threading.Event()
+        share = max(1, window // len(self._stubs))
+
+        def worker(stub: Any) -> None:
+            try:
+                while not stop.is_set():
+                    with lock:
+                        if batch.done:
+                            return
+                        if batch.exhausted and not batch.next_retry_due():
+                            lock.wait(min(0.2, batch.wait_s() or 0.2))
+                            continue
+                    for item in self._one_stream(stub, batch, share, lock, stop):
+                        out.put(item)
+            except BaseException as exc:  # noqa: BLE001 - surfaced to the caller below
+                out.put(("", Refused(grpc.StatusCode.INTERNAL, f"client worker failed: {exc!r}")))
+            finally:
+                out.put(None)
+
+        threads = [threading.Thread(target=worker, args=(stub,), daemon=True) for stub in self._stubs]
+        for t in threads:
+            t.start()
+        running = len(threads)
+        try:
+            while running:
+                item = out.get()
+                if item is None:
+                    running -= 1
+                    with lock:
+                        lock.notify_all()
+                    continue
+                yield item
+        finally:
+            stop.set()
+            with lock:
+                lock.notify_all()
+            for t in threads:
+                t.join(timeout=10)
+
+    def _one_stream(
+        self, stub: Any, batch: _Batch, window: int, lock: threading.Condition, stop: threading.Event
+    ) -> Iterator[tuple[str, Outcome]]:
+        mine: set[str] = set()
 
         def feed() -> Iterator[pb.ExecuteRequest]:
             while not stop.is_set():
                 with lock:
-                    while len(batch.in_flight) >= window and not stop.is_set():
+                    while len(mine) >= window and not stop.is_set():
                         lock.wait(0.05)
                     req = batch.next_due(time.monotonic())
                     if req is None:
-                        if batch.exhausted and not batch.in_flight and not batch.retry:
-                            return
-                        if batch.exhausted and not batch.in_flight:
-                            return  # only retries left, not yet due: close this stream
+                        if batch.exhausted and not mine and not batch.next_retry_due():
+                            return  # nothing left for this stream now: close it
                         lock.wait(0.02)
                         continue
+                    mine.add(req.id)
                 yield request_to_pb(req)
 
-        call = self._stub.ExecuteStream(feed())
+        call = stub.ExecuteStream(feed())
         try:
             for response in call:
                 with lock:
+                    mine.discard(response.id)
                     final = batch.answered(response.id, _outcome(response))
                     lock.notify_all()
                 if final is not None:
                     yield response.id, final
         except grpc.RpcError as exc:
             with lock:
-                finals = batch.broken(_rpc_refusal(exc))
+                finals = batch.broken(mine, _rpc_refusal(exc))
+                mine.clear()
+                lock.notify_all()
             yield from finals
-            if not finals:
+            if not finals and not stop.is_set():
                 time.sleep(self.retry.backoff(1))
         finally:
-            stop.set()
             call.cancel()
         with lock:
-            finals = batch.broken(Refused(grpc.StatusCode.UNAVAILABLE, "the stream ended before answering"))
+            finals = batch.broken(mine, _ENDED)
+            lock.notify_all()
         yield from finals
 
 
@@ -298,8 +366,12 @@ class AsyncClient:
 
     def __init__(self, target: str | Iterable[str], retry: RetryPolicy | None = None) -> None:
         self.retry = retry or RetryPolicy()
-        self._channel = grpc.aio.insecure_channel(target_of(target), options=_OPTIONS)
-        self._stub = pb_grpc.SandboxStub(self._channel)  # type: ignore[no-untyped-call]
+        self.backends = backends_of(target)
+        if not self.backends:
+            raise ValueError("no backend address given")
+        self._channels = [grpc.aio.insecure_channel(b, options=_OPTIONS) for b in self.backends]
+        self._stubs = [pb_grpc.SandboxStub(c) for c in self._channels]  # type: ignore[no-untyped-call]
+        self._turn = itertools.count()
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -308,7 +380,8 @@ class AsyncClient:
         await self.close()
 
     async def close(self) -> None:
-        await self._channel.close()
+        for channel in self._channels:
+            await channel.close()
 
     async def execute(self, request: ExecuteRequest, timeout_s: float | None = None) -> RunResult:
         """Runs one request, retrying infrastructure failures (see :meth:`Client.execute`)."""
@@ -318,8 +391,9 @@ class AsyncClient:
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         for attempt in range(1, self.retry.max_attempts + 1):
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            stub = self._stubs[next(self._turn) % len(self._stubs)]
             try:
-                result = result_from_pb((await self._stub.Execute(message, timeout=remaining)).result)
+                result = result_from_pb((await stub.Execute(message, timeout=remaining)).result)
             except grpc.RpcError as exc:
                 if _rpc_refusal(exc).code not in _RETRYABLE_CODES or attempt == self.retry.max_attempts:
                     raise
@@ -334,23 +408,55 @@ class AsyncClient:
     ) -> AsyncIterator[tuple[str, Outcome]]:
         """Streams ``requests``; see :meth:`Client.execute_many`."""
         batch = _Batch(requests, self.retry)
-        while not batch.done:
-            if not batch.in_flight and batch.exhausted:
-                await asyncio.sleep(batch.wait_s())
-            async for item in self._one_stream(batch, window):
-                yield item
-
-    async def _one_stream(self, batch: _Batch, window: int) -> AsyncIterator[tuple[str, Outcome]]:
         wake = asyncio.Event()
+        out: asyncio.Queue[tuple[str, Outcome] | None] = asyncio.Queue()
+        share = max(1, window // len(self._stubs))
+
+        async def worker(stub: Any) -> None:
+            try:
+                while not batch.done:
+                    if batch.exhausted and not batch.next_retry_due():
+                        wake.clear()
+                        try:
+                            await asyncio.wait_for(wake.wait(), min(0.2, batch.wait_s() or 0.2))
+                        except TimeoutError:
+                            pass
+                        continue
+                    async for item in self._one_stream(stub, batch, share, wake):
+                        out.put_nowait(item)
+            except Exception as exc:  # noqa: BLE001 - surfaced to the caller below
+                out.put_nowait(("", Refused(grpc.StatusCode.INTERNAL, f"client worker failed: {exc!r}")))
+            finally:
+                out.put_nowait(None)
+
+        tasks = [asyncio.create_task(worker(stub)) for stub in self._stubs]
+        running = len(tasks)
+        try:
+            while running:
+                item = await out.get()
+                if item is None:
+                    running -= 1
+                    wake.set()
+                    continue
+                yield item
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _one_stream(
+        self, stub: Any, batch: _Batch, window: int, wake: asyncio.Event
+    ) -> AsyncIterator[tuple[str, Outcome]]:
+        mine: set[str] = set()
 
         async def feed() -> AsyncIterator[pb.ExecuteRequest]:
             while True:
-                while len(batch.in_flight) >= window:
+                while len(mine) >= window:
                     wake.clear()
                     await wake.wait()
                 req = batch.next_due(time.monotonic())
                 if req is None:
-                    if batch.exhausted and not batch.in_flight:
+                    if batch.exhausted and not mine and not batch.next_retry_due():
                         return
                     wake.clear()
                     try:
@@ -358,25 +464,30 @@ class AsyncClient:
                     except TimeoutError:
                         pass
                     continue
+                mine.add(req.id)
                 yield request_to_pb(req)
 
-        call = self._stub.ExecuteStream(feed())
+        call = stub.ExecuteStream(feed())
         try:
             async for response in call:
+                mine.discard(response.id)
                 final = batch.answered(response.id, _outcome(response))
                 wake.set()
                 if final is not None:
                     yield response.id, final
         except grpc.RpcError as exc:
-            finals = batch.broken(_rpc_refusal(exc))
+            finals = batch.broken(mine, _rpc_refusal(exc))
+            mine.clear()
+            wake.set()
             for item in finals:
                 yield item
             if not finals:
                 await asyncio.sleep(self.retry.backoff(1))
         finally:
             call.cancel()
-        for item in batch.broken(Refused(grpc.StatusCode.UNAVAILABLE, "the stream ended before answering")):
+        for item in batch.broken(mine, _ENDED):
             yield item
+        wake.set()
 
 
-__all__ = ["NO_RETRY", "AsyncClient", "Client", "Outcome", "Refused", "RetryPolicy", "retryable", "target_of"]
+__all__ = ["NO_RETRY", "AsyncClient", "Client", "Outcome", "Refused", "RetryPolicy", "backends_of", "retryable"]

@@ -64,6 +64,10 @@ class SandboxServer:
             ]
         )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._grpc)
+        # Registered before start (grpc.aio takes no handler after it); requests that
+        # come before the pool is warm are answered UNAVAILABLE.
+        servicer = SandboxServicer(None, s, self.metrics)
+        pb_grpc.add_SandboxServicer_to_server(servicer, self._grpc)  # type: ignore[no-untyped-call]
         reflection.enable_server_reflection(
             (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
             self._grpc,
@@ -89,10 +93,9 @@ class SandboxServer:
             image = s.image or "fake"
         self.pool = Pool(s, self._backend, image, self.metrics)
         self.scheduler = Scheduler(self.pool, self.metrics, s.max_queue, s.runtime, s.max_queue_wait_s)
-        servicer = SandboxServicer(self.scheduler, s, self.metrics)
-        pb_grpc.add_SandboxServicer_to_server(servicer, self._grpc)  # type: ignore[no-untyped-call]
         log.info("pool_warming", pool=s.pool_name, size=s.pool_size, runtime=s.runtime, image=image)
         await self.pool.start()
+        servicer.scheduler = self.scheduler
         await self._set_health(True)
         self._watch = asyncio.get_running_loop().create_task(self._watch_engine())
         log.info("server_serving", listen=s.listen, port=self.port, pool=s.pool_name)

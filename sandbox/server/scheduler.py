@@ -16,6 +16,8 @@ from __future__ import annotations
 import asyncio
 import time
 
+import structlog
+
 from sandbox.domain import ExecuteRequest, RunResult, Status
 from sandbox.errors import AgentError, DeadlineExceededError, InfrastructureError, OverloadedError
 from sandbox.server.jobs import prepare
@@ -97,6 +99,8 @@ class Scheduler:
         started = time.monotonic()
         released = False
         job, expect = prepare(request)
+        bound = structlog.contextvars.bound_contextvars(request_id=request.id, container_id=container.id[:12])
+        bound.__enter__()
         try:
             try:
                 facts = await container.run(job, request.id, limits.timeout_s + _REPORT_GRACE_S)
@@ -138,13 +142,16 @@ class Scheduler:
             self.pool.release(container, reusable, reason)
             released = True
             self._observe(result)
+            log.debug("run_finished", status=result.status.value, duration_s=round(duration, 4), reused=reusable)
             return result
         finally:
             if not released:
                 # Cancelled mid-run: the only way to stop the run is to destroy its container.
                 self.pool.release(container, reusable=False, reason="cancelled")
+                log.info("run_cancelled")
             self.running -= 1
             self.metrics.in_flight.dec()
+            bound.__exit__(None, None, None)
 
     def _observe(self, result: RunResult) -> None:
         self.metrics.runs.labels(result.status.value, self.runtime).inc()

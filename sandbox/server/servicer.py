@@ -12,7 +12,7 @@ import grpc
 from sandbox._proto.sandbox.v1 import sandbox_pb2 as pb
 from sandbox._proto.sandbox.v1 import sandbox_pb2_grpc as pb_grpc
 from sandbox.convert import request_from_pb, result_to_pb
-from sandbox.errors import SandboxError, grpc_status_name
+from sandbox.errors import SandboxError, ShuttingDownError, grpc_status_name
 from sandbox.server.idempotency import IdempotencyCache
 from sandbox.server.logs import get_logger
 from sandbox.server.metrics import Metrics
@@ -34,7 +34,7 @@ def _refusal(request_id: str, code: grpc.StatusCode, message: str) -> pb.Execute
 class SandboxServicer(pb_grpc.SandboxServicer):
     """Implements ``sandbox.v1.Sandbox``."""
 
-    def __init__(self, scheduler: Scheduler, settings: Settings, metrics: Metrics) -> None:
+    def __init__(self, scheduler: Scheduler | None, settings: Settings, metrics: Metrics) -> None:
         self.scheduler = scheduler
         self.settings = settings
         self.metrics = metrics
@@ -43,10 +43,13 @@ class SandboxServicer(pb_grpc.SandboxServicer):
     async def _answer(self, msg: pb.ExecuteRequest, timeout_s: float | None) -> pb.ExecuteResponse:
         """Runs one request; raises SandboxError for a refusal."""
         request = request_from_pb(msg, self.settings.defaults, self.settings.bounds)
+        scheduler = self.scheduler
+        if scheduler is None:
+            raise ShuttingDownError("the server is starting: its pool is not warm yet")
         if request.deadline_s:
             timeout_s = request.deadline_s if timeout_s is None else min(timeout_s, request.deadline_s)
         fingerprint = hashlib.blake2b(msg.SerializeToString(deterministic=True), digest_size=16).digest()
-        result = await self.dedup.run(msg.id, fingerprint, lambda: self.scheduler.execute(request, timeout_s))
+        result = await self.dedup.run(msg.id, fingerprint, lambda: scheduler.execute(request, timeout_s))
         return pb.ExecuteResponse(id=msg.id, result=result_to_pb(result))
 
     async def Execute(self, request: pb.ExecuteRequest, context: grpc.aio.ServicerContext) -> pb.ExecuteResponse:  # noqa: N802
