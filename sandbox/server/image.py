@@ -152,6 +152,7 @@ def build_image(api: Any, tag: str = "", base: str = "") -> str:
         output = api.build(
             fileobj=buf, custom_context=True, tag=tag, buildargs={"BASE": base_image},
             rm=True, forcerm=True, decode=True,
+            network_mode="none",  # no build step needs a network, and the engine may have no bridge
         )
         for chunk in output:
             if "error" in chunk:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import functools
 import json
 import secrets
 from typing import Any
@@ -37,12 +38,18 @@ class Expectations:
     """The request's test suite (expected values for call and io cases)."""
 
 
+@functools.lru_cache(maxsize=4096)  # a problem's tests arrive once per sample
 def _humaneval_bases(test: str) -> frozenset[str] | None:
     try:
         tree = ast.parse(test)
     except SyntaxError:
         return None
     return frozenset(f"check:{node.lineno}" for node in ast.walk(tree) if isinstance(node, ast.Assert))
+
+
+@functools.lru_cache(maxsize=1024)
+def _module_names(source: str) -> tuple[str, ...]:
+    return tuple(name for name, _, _ in module_tests(source))
 
 
 def prepare(request: ExecuteRequest) -> tuple[dict[str, Any], Expectations]:
@@ -82,7 +89,7 @@ def prepare(request: ExecuteRequest) -> tuple[dict[str, Any], Expectations]:
         return job, Expectations(nonce, names, None, False, tests)
     if isinstance(tests, ModuleTests):
         job.update(format="test_module", test=tests.source, stop_at_first_failure=tests.stop_at_first_failure)
-        names = tuple(name for name, _, _ in module_tests(tests.source))
+        names = _module_names(tests.source)
         return job, Expectations(nonce, names, None, tests.stop_at_first_failure, tests)
     raise TypeError(f"unknown test suite {type(tests).__name__}")
 

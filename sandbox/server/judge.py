@@ -92,6 +92,9 @@ def _compared(rec: Mapping[str, Any], expect: Expectations, index: int) -> TestR
     name = _text(rec.get("name"), 256)
     duration = _number(rec.get("duration_s"))
     status = rec.get("status")
+    if status == "passed" and isinstance(suite, (CallTests, IoTests)):
+        # Only the host decides that a case passed; the container reports values.
+        return TestResult(name, TestStatus.ERROR, "the case reported itself passed", duration_s=duration)
     if status not in ("returned", "output"):
         return _test(rec)
     if isinstance(suite, CallTests) and status == "returned":
@@ -146,7 +149,10 @@ def _tests(records: list[dict[str, Any]], expect: Expectations) -> tuple[tuple[T
         if i >= len(expect.names) or name != expect.names[i]:
             tampering.append(f"test records out of order or unknown ({str(name)[:60]!r})")
             break
-        results.append(_compared(rec, expect, i))
+        result = _compared(rec, expect, i)
+        if rec.get("status") == "passed" and isinstance(expect.suite, (CallTests, IoTests)):
+            tampering.append("a case record claimed a pass (only the host compares)")
+        results.append(result)
     stopped_early = expect.stop_at_first_failure and results and results[-1].status is not TestStatus.PASSED
     if not stopped_early:
         for name in expect.names[len(results):]:
@@ -261,4 +267,8 @@ def judge(
 
     if exit_code != 0:
         return result(Status.RUNTIME_ERROR, f"the harness exited with status {exit_code}", "failed: harness error")
+    if not tests and expect.name_bases:
+        # check() has asserts, yet none reported: the tests never really ran.
+        return result(Status.FAILED, "no test reported although the test source has asserts",
+                      "failed: no test ran")
     return result(Status.PASSED, f"all {len(tests)} tests passed", "passed")
