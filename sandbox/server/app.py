@@ -92,6 +92,7 @@ class SandboxServer:
         else:
             image = s.image or "fake"
         self.pool = Pool(s, self._backend, image, self.metrics)
+        self.metrics.pool_target.labels(s.runtime).set(s.pool_size)
         self.scheduler = Scheduler(self.pool, self.metrics, s.max_queue, s.runtime, s.max_queue_wait_s)
         log.info("pool_warming", pool=s.pool_name, size=s.pool_size, runtime=s.runtime, image=image)
         await self.pool.start()
@@ -123,6 +124,8 @@ class SandboxServer:
         if self._metrics_server is not None:
             server, thread = self._metrics_server
             server.shutdown()
+            server.server_close()
+            self._metrics_server = None
         log.info("server_stopped", pool=self.settings.pool_name)
 
     async def wait(self) -> None:

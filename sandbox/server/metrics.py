@@ -61,3 +61,18 @@ class Metrics:
         self.grpc_requests = Counter(
             "sandbox_grpc_requests_total", "gRPC requests by method and code.", ["method", "code"], registry=r
         )
+        self.pool_target = Gauge(
+            "sandbox_pool_target_size", "Warm containers the pool keeps, by runtime.", ["runtime"], registry=r
+        )
+        # Series exist from the start at 0, so that rate() sees the first increment.
+        for kind in ("agent_lost", "run"):
+            self.sandbox_errors.labels(kind)
+        for reason in ("engine", "hardening"):
+            self.container_start_failures.labels(reason)
+        for reason in ("unclean", "timeout", "memory_limit", "output_limit", "leftover_processes", "anomaly",
+                       "agent_lost", "cancelled", "unresponsive", "lost_idle", "fresh_isolation", "max_runs"):
+            self.container_recycles.labels(reason)
+        for method in ("Execute", "ExecuteStream"):
+            for code in ("OK", "INVALID_ARGUMENT", "RESOURCE_EXHAUSTED", "UNAVAILABLE", "DEADLINE_EXCEEDED",
+                         "CANCELLED"):
+                self.grpc_requests.labels(method, code)

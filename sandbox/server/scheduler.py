@@ -65,7 +65,9 @@ class Scheduler:
                     error=str(exc), attempt=attempt,
                 )
                 if attempt == _AGENT_RETRIES:
-                    return sandbox_error(f"the sandbox failed: {exc}", runtime=self.runtime)
+                    result = sandbox_error(f"the sandbox failed: {exc}", runtime=self.runtime)
+                    self._observe(result)
+                    return result
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _admit(self, timeout_s: float | None) -> Container:

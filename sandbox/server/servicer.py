@@ -55,6 +55,9 @@ class SandboxServicer(pb_grpc.SandboxServicer):
     async def Execute(self, request: pb.ExecuteRequest, context: grpc.aio.ServicerContext) -> pb.ExecuteResponse:  # noqa: N802
         try:
             response = await self._answer(request, context.time_remaining())
+        except asyncio.CancelledError:
+            self.metrics.grpc_requests.labels("Execute", "CANCELLED").inc()
+            raise
         except SandboxError as exc:
             code = _code(exc)
             self.metrics.grpc_requests.labels("Execute", code.name).inc()
@@ -109,6 +112,9 @@ class SandboxServicer(pb_grpc.SandboxServicer):
                 yield response
             await reader
             self.metrics.grpc_requests.labels("ExecuteStream", "OK").inc()
+        except asyncio.CancelledError:
+            self.metrics.grpc_requests.labels("ExecuteStream", "CANCELLED").inc()
+            raise
         finally:
             if not reader.done():
                 reader.cancel()
