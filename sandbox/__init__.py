@@ -5,10 +5,17 @@ lives in :mod:`sandbox.server` (docker, prometheus_client, structlog), and the
 in-container agent in :mod:`sandbox.agent` (stdlib only).
 """
 
-from sandbox.client import AsyncClient, Client, Refused
+from sandbox.client import AsyncClient, Client, Refused, RetryPolicy
 from sandbox.domain import (
+    AssertTests,
+    CallCase,
+    CallTests,
+    CompareMode,
     ExecuteRequest,
     HumanEvalTests,
+    IoCase,
+    IoTests,
+    ModuleTests,
     Output,
     RunResult,
     Status,
@@ -26,17 +33,25 @@ from sandbox.humaneval import estimate_pass_at_k, pass_at_k
 from sandbox.limits import Limits
 
 __all__ = [
+    "AssertTests",
     "AsyncClient",
+    "CallCase",
+    "CallTests",
     "Client",
+    "CompareMode",
     "DeadlineExceededError",
     "ExecuteRequest",
     "HumanEvalTests",
     "InfrastructureError",
     "InvalidRequestError",
+    "IoCase",
+    "IoTests",
     "Limits",
+    "ModuleTests",
     "Output",
     "OverloadedError",
     "Refused",
+    "RetryPolicy",
     "RunResult",
     "SandboxError",
     "Status",
