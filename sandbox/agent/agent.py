@@ -26,6 +26,7 @@ second uid (needs CAP_SETUID in the container, and we drop every capability).
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import json
 import os
 import selectors
@@ -184,7 +185,9 @@ def _child_main(sock: socket.socket, fds: list[int]) -> None:
     """Sets up one run's process and hands over to the harness. Never returns."""
     try:
         sock.close()
-        job_fd, res_fd, out_fd, err_fd = fds
+        # Lift the received descriptors clear of 0-4 first, so that no dup2 below can
+        # overwrite one that is still to be moved.
+        job_fd, res_fd, out_fd, err_fd = (fcntl.fcntl(fd, fcntl.F_DUPFD, 16) for fd in fds)
         os.setsid()
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
