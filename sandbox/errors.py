@@ -8,10 +8,12 @@ exception. Exceptions are for requests we refuse and for infrastructure::
     ├── OverloadedError          admission queue full            RESOURCE_EXHAUSTED
     ├── DeadlineExceededError    client deadline passed queued   DEADLINE_EXCEEDED
     ├── ShuttingDownError        server is draining              UNAVAILABLE
-    └── InfrastructureError      engine, container or agent      UNAVAILABLE
-        ├── EngineError              the Docker engine failed or is unreachable
-        ├── HardeningError           a container is not as configured (fail closed)
-        └── AgentError               the in-container agent broke the protocol
+    ├── InfrastructureError      engine, container or agent      UNAVAILABLE
+    │   ├── EngineError              the Docker engine failed or is unreachable
+    │   ├── HardeningError           a container is not as configured (fail closed)
+    │   └── AgentError               the in-container agent broke the protocol
+    └── ChannelTamperedError     a run wrote to the agent's channel (a result, never raised
+                                 to clients)
 """
 
 from __future__ import annotations
@@ -51,6 +53,10 @@ class HardeningError(InfrastructureError):
 
 class AgentError(InfrastructureError):
     """The in-container agent broke the protocol or vanished."""
+
+
+class ChannelTamperedError(SandboxError):
+    """A frame on the agent's channel lacked the run's token: the run forged it."""
 
 
 # Error type -> name of the grpc.StatusCode member. Names, not enum members, so that

@@ -30,7 +30,6 @@ import fcntl
 import json
 import os
 import selectors
-import shutil
 import signal
 import socket
 import struct
@@ -337,36 +336,48 @@ class Agent:
     # -- scratch
 
     @staticmethod
-    def _scrub(path: str, keep_root: bool = True) -> bool:
-        def onerror(func, target, _exc):  # noqa: ANN001
-            try:
-                os.chmod(os.path.dirname(target) or target, 0o700)
-                os.chmod(target, 0o700)
-            except OSError:
-                pass
-            try:
-                func(target)
-            except OSError:
-                pass
-
+    def _remove(path: str) -> None:
+        """Removes a directory tree whatever modes the run left on it; follows no link."""
         try:
-            entries = os.listdir(path)
+            os.chmod(path, 0o700)
+        except OSError:
+            pass
+        try:
+            entries = list(os.scandir(path))
+        except OSError:
+            entries = []
+        for entry in entries:
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    Agent._remove(entry.path)
+                else:
+                    os.unlink(entry.path)
+            except OSError:
+                pass
+        try:
+            os.rmdir(path)
+        except OSError:
+            pass
+
+    @staticmethod
+    def _scrub(path: str) -> bool:
+        """Empties ``path``; True when nothing is left in it."""
+        try:
+            entries = list(os.scandir(path))
         except FileNotFoundError:
             return True
-        except PermissionError:
+        except OSError:
             try:
-                os.chmod(path, 0o700)
-                entries = os.listdir(path)
+                os.chmod(path, 0o1777 if path == SCRATCH_ROOT else 0o700)
+                entries = list(os.scandir(path))
             except OSError:
                 return False
-        for name in entries:
-            full = os.path.join(path, name)
+        for entry in entries:
             try:
-                if os.path.isdir(full) and not os.path.islink(full):
-                    os.chmod(full, 0o700)
-                    shutil.rmtree(full, onerror=onerror)
+                if entry.is_dir(follow_symlinks=False):
+                    Agent._remove(entry.path)
                 else:
-                    os.unlink(full)
+                    os.unlink(entry.path)
             except OSError:
                 pass
         try:
@@ -424,15 +435,21 @@ class Agent:
         facts = self._supervise(pid, started, limits, res_r, out_r, err_r) if pid else {}
         for fd in (res_r, out_r, err_r):
             os.close(fd)
-        nothing_left = False
-        if pid and facts.get("exited") and not facts.get("leftover_processes"):
-            self.reap()
-            facts["leftover_processes"] = len(self.others())
-            nothing_left = not facts["leftover_processes"]
-        killed_all = nothing_left or self.kill_others()
-        oom_after = _oom_kills()
-        scrubbed = self.scrub_all()
-        zygote_ok = self.zygote_alive()
+        # Cleaning up must never turn the run's facts into an agent error: whatever
+        # goes wrong here only makes the container unclean (destroyed, not reused).
+        nothing_left = killed_all = scrubbed = zygote_ok = False
+        oom_after = None
+        try:
+            if pid and facts.get("exited") and not facts.get("leftover_processes"):
+                self.reap()
+                facts["leftover_processes"] = len(self.others())
+                nothing_left = not facts["leftover_processes"]
+            killed_all = nothing_left or self.kill_others()
+            oom_after = _oom_kills()
+            scrubbed = self.scrub_all()
+            zygote_ok = self.zygote_alive()
+        except Exception as exc:  # noqa: BLE001
+            anomaly = anomaly or f"cleanup failed: {exc!r}"
         if not zygote_ok and not anomaly:
             anomaly = "zygote gone or stopped after the run"
         if not killed_all:
@@ -690,6 +707,9 @@ def main() -> None:
                 except Exception as exc:  # noqa: BLE001 - reported, never silent
                     reply = {"op": "result", "anomaly": f"agent error: {exc!r}", "clean": False}
                 reply["id"] = frame.get("id", "")
+                # Echoed so the host can tell our frames from any a run managed to write
+                # to this channel (the run's child never sees the token).
+                reply["token"] = frame.get("token", "")
                 write_frame(1, reply)
             else:
                 write_frame(1, {"op": "error", "message": f"unknown op {op!r}"})

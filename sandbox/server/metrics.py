@@ -70,7 +70,8 @@ class Metrics:
         for reason in ("engine", "hardening"):
             self.container_start_failures.labels(reason)
         for reason in ("unclean", "timeout", "memory_limit", "output_limit", "leftover_processes", "anomaly",
-                       "agent_lost", "cancelled", "unresponsive", "lost_idle", "fresh_isolation", "max_runs"):
+                       "agent_lost", "cancelled", "unresponsive", "lost_idle", "fresh_isolation", "max_runs",
+                       "tampered"):
             self.container_recycles.labels(reason)
         for method in ("Execute", "ExecuteStream"):
             for code in ("OK", "INVALID_ARGUMENT", "RESOURCE_EXHAUSTED", "UNAVAILABLE", "DEADLINE_EXCEEDED",

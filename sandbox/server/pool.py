@@ -14,11 +14,19 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import secrets
 import time
 import uuid
 from typing import Any
 
-from sandbox.errors import AgentError, EngineError, HardeningError, InfrastructureError, ShuttingDownError
+from sandbox.errors import (
+    AgentError,
+    ChannelTamperedError,
+    EngineError,
+    HardeningError,
+    InfrastructureError,
+    ShuttingDownError,
+)
 from sandbox.server.backend import Backend, Channel
 from sandbox.server.hardening import container_config, verify_inspect, verify_posture
 from sandbox.server.logs import get_logger
@@ -52,8 +60,13 @@ class Container:
             AgentError: the agent vanished or broke the protocol.
         """
         self.runs += 1
-        await self.channel.send({"op": "run", "id": request_id, "job": job})
+        token = secrets.token_hex(16)
+        await self.channel.send({"op": "run", "id": request_id, "token": token, "job": job})
         reply = await asyncio.wait_for(self.channel.recv(), timeout_s)
+        if reply.get("token") != token:
+            # Only the agent knows the token: a frame without it was written by the run
+            # (under gVisor a process can reopen /proc/1/fd/1).
+            raise ChannelTamperedError("a frame without the run's token reached the agent's channel")
         if reply.get("op") != "result" or reply.get("id") != request_id:
             raise AgentError(f"agent answered {reply.get('op')!r} for {reply.get('id')!r}, expected result")
         return reply

@@ -19,7 +19,13 @@ import time
 import structlog
 
 from sandbox.domain import ExecuteRequest, RunResult, Status
-from sandbox.errors import AgentError, DeadlineExceededError, InfrastructureError, OverloadedError
+from sandbox.errors import (
+    AgentError,
+    ChannelTamperedError,
+    DeadlineExceededError,
+    InfrastructureError,
+    OverloadedError,
+)
 from sandbox.server.jobs import prepare
 from sandbox.server.judge import judge, sandbox_error
 from sandbox.server.logs import get_logger
@@ -65,7 +71,16 @@ class Scheduler:
                     error=str(exc), attempt=attempt,
                 )
                 if attempt == _AGENT_RETRIES:
-                    result = sandbox_error(f"the sandbox failed: {exc}", runtime=self.runtime)
+                    if self.runtime == "runsc":
+                        # Under gVisor a run can kill PID 1 (or exhaust the sandbox) where
+                        # runc's kernel would not let it: the same program bringing down a
+                        # second, fresh container is its doing, not the infrastructure's.
+                        result = RunResult(
+                            status=Status.EARLY_EXIT, runtime=self.runtime, human_eval_result="timed out",
+                            message="the program brought down its sandbox twice (the agent died while running it)",
+                        )
+                    else:
+                        result = sandbox_error(f"the sandbox failed: {exc}", runtime=self.runtime)
                     self._observe(result)
                     return result
         raise AssertionError("unreachable")  # pragma: no cover
@@ -124,6 +139,16 @@ class Scheduler:
                 self.pool.release(container, reusable=False, reason="agent_lost")
                 released = True
                 raise
+            except ChannelTamperedError as exc:
+                self.pool.release(container, reusable=False, reason="tampered")
+                released = True
+                result = RunResult(
+                    status=Status.FAILED, runtime=self.runtime, duration_s=time.monotonic() - started,
+                    message=f"tampering detected: {exc}", tampering=(str(exc),),
+                    human_eval_result="failed: tampering detected",
+                )
+                self._observe(result)
+                return result
             duration = time.monotonic() - started
             facts["timeout_s"] = limits.timeout_s
             facts["max_output_bytes"] = limits.max_output_bytes

@@ -92,8 +92,8 @@ def test_fork_bomb(box: Sandbox, request: pytest.FixtureRequest) -> None:
     error would be a wrong verdict), within timeout + 1 s; its container is recycled and
     no process of it survives anywhere."""
     known_bug(request, box, "runsc",
-              "under runsc a fork bomb kills the whole container: the run is answered SANDBOX_ERROR (an "
-              "infrastructure failure) and the scheduler's retry lets it kill a second container")
+              "under runsc a fork bomb brings down the whole container: after the retry loses a second "
+              "container the run is answered EARLY_EXIT (its doing, never PASSED), not TIMEOUT")
     before = box.settle()
     result, elapsed = box.run(he_request(FORK_BOMB, timeout_s=3.0))
     assert result.status is Status.TIMEOUT, describe(result)
@@ -231,8 +231,8 @@ def test_signals_to_the_agent_do_not_kill_it(box: Sandbox, request: pytest.Fixtu
     running: the run completes with the verdict its tests give (PASSED for a right f,
     FAILED for a wrong one) and the same container keeps serving."""
     known_bug(request, box, "runsc",
-              "under runsc kill(1, SIGKILL) from the candidate kills the agent: the run is answered "
-              "SANDBOX_ERROR and the retry loses a second container")
+              "under runsc kill(1, SIGKILL) from the candidate kills the agent (gVisor does not shield "
+              "PID 1): after the retry loses a second container the run is answered EARLY_EXIT")
     program = f"""
 import os, signal, time
 
@@ -381,13 +381,6 @@ def f(x):
 
 @pytest.mark.runsc
 @pytest.mark.parametrize("id_known", [pytest.param(True, id="id-known"), pytest.param(False, id="id-unknown")])
-@pytest.mark.xfail(
-    strict=True,
-    reason="under runsc the candidate opens /proc/1/fd/1 (the agent's stdout, i.e. the host channel) and writes "
-    "a whole result frame: when it knows the request id (ids are client-chosen, e.g. task/sample numbers) "
-    "the wrong run is answered PASSED; when it does not, the id mismatch is taken for a lost agent, the run "
-    "is retried on a second container (which the candidate poisons too) and answered SANDBOX_ERROR",
-)
 def test_the_host_channel_cannot_be_written_from_inside_under_runsc(runsc_sandbox: Sandbox, id_known: bool) -> None:
     """Under runsc, a wrong program cannot speak to the host in the agent's name, whether
     or not it knows its request id: its verdict is a candidate verdict (not PASSED, not a

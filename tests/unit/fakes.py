@@ -31,7 +31,7 @@ class FakeChannel:
         elif message["op"] == "run":
             self.backend.runs.append((self.container_id, message["job"]))
             reply = dict(self.backend.run_reply)
-            reply.update(op="result", id=message["id"])
+            reply.update(op="result", id=message["id"], token=message["token"])
             if "records" in reply:  # the harness signs each record with the run's nonce
                 reply["records"] = reply["records"].replace("NONCE", message["job"]["nonce"])
             self.replies.put_nowait(reply)
