@@ -158,11 +158,6 @@ def test_an_unreadable_planted_tree_does_not_change_the_verdict(box: Sandbox, re
     """A directory tree the candidate made unreadable (a mode-0 subdirectory) is still
     scrubbed, and the run keeps its own verdict (PASSED, f is right); whether its
     container is kept or replaced, no later run sees the tree."""
-    known_bug(request, box, box.runtime,
-              "sandbox/agent/agent.py Agent._scrub.onerror retries func(target) with one argument; "
-              "shutil.rmtree reports a failed os.open (which needs flags) through it, the TypeError escapes "
-              "Agent.run and the run is answered SANDBOX_ERROR ('agent error: TypeError(open() missing "
-              "required argument flags)') instead of its verdict")
     token = f"planted{uuid.uuid4().hex[:8]}"
     program = f"""
 import os
