@@ -10,7 +10,27 @@ log() { printf 'ensure-engine: %s\n' "$*" >&2; }
 
 engine_up() { docker info >/dev/null 2>&1; }
 
+write_daemon_json() {
+  mkdir -p /etc/docker
+  cat >/etc/docker/daemon.json <<JSON
+{
+  "runtimes": {
+    "runsc": {
+      "path": "$(command -v runsc)",
+      "runtimeArgs": ["--platform=ptrace", "--network=none", "--oci-seccomp"]
+    }
+  }
+}
+JSON
+}
+
 if engine_up; then
+  if [ "$(id -u)" = 0 ] && [ -f /etc/docker/daemon.json ] && command -v runsc >/dev/null 2>&1 \
+     && ! grep -q -- "--oci-seccomp" /etc/docker/daemon.json && [ -s /var/run/docker.pid ]; then
+    write_daemon_json
+    kill -HUP "$(cat /var/run/docker.pid)"  # dockerd reloads its runtimes on SIGHUP
+    log "runsc configuration updated and reloaded"
+  fi
   log "Docker engine already answers"
   exit 0
 fi
@@ -27,19 +47,10 @@ if ! command -v dockerd >/dev/null 2>&1 || ! command -v runsc >/dev/null 2>&1; t
   apt-get install -y -q docker.io runsc >/dev/null
 fi
 
-# runsc: ptrace platform (no KVM here) and no network stack of its own.
-mkdir -p /etc/docker
-if [ ! -s /etc/docker/daemon.json ] || ! grep -q runsc /etc/docker/daemon.json; then
-  cat >/etc/docker/daemon.json <<JSON
-{
-  "runtimes": {
-    "runsc": {
-      "path": "$(command -v runsc)",
-      "runtimeArgs": ["--platform=ptrace", "--network=none"]
-    }
-  }
-}
-JSON
+# runsc: ptrace platform (no KVM here), no network stack of its own, and the OCI
+# seccomp profile (Docker's default) applied inside the sandbox too.
+if [ ! -s /etc/docker/daemon.json ] || ! grep -q -- "--oci-seccomp" /etc/docker/daemon.json; then
+  write_daemon_json
 fi
 
 log "starting dockerd"

@@ -243,6 +243,37 @@ def _apply_limits(limits: dict) -> None:
 
 # ---------------------------------------------------------------------- the agent
 
+# System V IPC objects live in the container's IPC namespace, not in any file: a run's
+# shared memory, semaphores and message queues would outlive it (and keep its memory).
+_SYSV_IPC = (("shm", "shmctl"), ("sem", "semctl"), ("msg", "msgctl"))
+_IPC_RMID = 0
+
+
+def _remove_sysv_ipc() -> bool:
+    """Removes every System V IPC object; True when none is left."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return True
+    clean = True
+    for kind, call in _SYSV_IPC:
+        try:
+            with open(f"/proc/sysvipc/{kind}") as f:
+                rows = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if len(fields) < 2:
+                continue
+            ident = int(fields[1])
+            args = (ident, 0, _IPC_RMID, None) if kind == "sem" else (ident, _IPC_RMID, None)
+            if getattr(libc, call)(*args) != 0:
+                clean = False
+    return clean
+
+
+
 
 def _oom_kills() -> int | None:
     for path, key in (
@@ -390,7 +421,7 @@ class Agent:
         for path in _EXTRA_WRITABLE:
             if os.path.isdir(path):
                 ok = self._scrub(path) and ok
-        return ok
+        return _remove_sysv_ipc() and ok
 
     # -- one run
 

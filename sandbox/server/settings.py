@@ -9,6 +9,8 @@ from collections.abc import Mapping
 from sandbox.errors import InvalidRequestError
 from sandbox.limits import LimitBounds, Limits
 
+RUNSC_PIDS = 512
+
 
 def _default_pool_size() -> int:
     return (os.cpu_count() or 2) + 2
@@ -125,6 +127,10 @@ class Settings:
         if "docker_host" not in values and env.get("DOCKER_HOST"):
             values["docker_host"] = env["DOCKER_HOST"]
         values.update({k: v for k, v in overrides.items() if v is not None})
+        if values.get("runtime") == "runsc" and "container_pids" not in values:
+            # With gVisor's ptrace platform the pids cgroup also counts the sandbox's own
+            # host tasks (about 40 idle, 100 in a plain run), not just the candidate's.
+            values["container_pids"] = RUNSC_PIDS
         settings = cls(**values)  # type: ignore[arg-type]
         bounds = dataclasses.replace(settings.bounds, max_memory_mb=settings.max_memory_mb)
         return dataclasses.replace(settings, bounds=bounds)
