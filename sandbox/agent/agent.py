@@ -52,7 +52,7 @@ _PR_SET_DUMPABLE = 4
 # Modules the zygote imports so that children need not: what HumanEval-style
 # programs import most.
 _PRELOAD = (
-    "ast", "bisect", "collections", "copy", "dataclasses", "decimal", "fractions",
+    "resource", "ast", "bisect", "collections", "copy", "dataclasses", "decimal", "fractions",
     "functools", "hashlib", "heapq", "itertools", "json", "math", "operator",
     "random", "re", "statistics", "string", "traceback", "typing",
 )
@@ -97,10 +97,18 @@ def write_frame(fd: int, obj: object) -> None:
     _write_all(fd, encode_frame(obj))
 
 
+_LIBC: list = []
+
+
+def _libc() -> ctypes.CDLL:
+    if not _LIBC:
+        _LIBC.append(ctypes.CDLL(None, use_errno=True))
+    return _LIBC[0]
+
+
 def _set_dumpable(value: int) -> None:
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_DUMPABLE, value, 0, 0, 0)
+        _libc().prctl(_PR_SET_DUMPABLE, value, 0, 0, 0)
     except (OSError, AttributeError):  # not Linux: nothing to protect with it
         pass
 
@@ -129,6 +137,12 @@ def _zygote_main(sock: socket.socket) -> None:
     for fd in (0, 1, 2):
         os.dup2(devnull, fd)
     os.close(devnull)
+    # Everything imported so far moves to the permanent generation: a child's garbage
+    # collections then never walk (and so never copy-on-write) the zygote's pages.
+    import gc
+
+    gc.collect()
+    gc.freeze()
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
     signal.set_wakeup_fd(wake_w)
@@ -252,7 +266,7 @@ _IPC_RMID = 0
 def _remove_sysv_ipc() -> bool:
     """Removes every System V IPC object; True when none is left."""
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
+        libc = _libc()
     except OSError:
         return True
     clean = True
