@@ -17,7 +17,7 @@ write_daemon_json() {
   "runtimes": {
     "runsc": {
       "path": "$(command -v runsc)",
-      "runtimeArgs": ["--platform=ptrace", "--network=none", "--oci-seccomp"]
+      "runtimeArgs": ["--platform=ptrace", "--network=none"]
     }
   }
 }
@@ -26,7 +26,7 @@ JSON
 
 if engine_up; then
   if [ "$(id -u)" = 0 ] && [ -f /etc/docker/daemon.json ] && command -v runsc >/dev/null 2>&1 \
-     && ! grep -q -- "--oci-seccomp" /etc/docker/daemon.json && [ -s /var/run/docker.pid ]; then
+     && grep -q -- "--oci-seccomp" /etc/docker/daemon.json && [ -s /var/run/docker.pid ]; then
     write_daemon_json
     kill -HUP "$(cat /var/run/docker.pid)"  # dockerd reloads its runtimes on SIGHUP
     log "runsc configuration updated and reloaded"
@@ -47,9 +47,10 @@ if ! command -v dockerd >/dev/null 2>&1 || ! command -v runsc >/dev/null 2>&1; t
   apt-get install -y -q docker.io runsc >/dev/null
 fi
 
-# runsc: ptrace platform (no KVM here), no network stack of its own, and the OCI
-# seccomp profile (Docker's default) applied inside the sandbox too.
-if [ ! -s /etc/docker/daemon.json ] || ! grep -q -- "--oci-seccomp" /etc/docker/daemon.json; then
+# runsc: ptrace platform (no KVM here) and no network stack of its own. Not
+# --oci-seccomp: with Debian's runsc (2022-12) it makes every thread creation fail.
+if [ ! -s /etc/docker/daemon.json ] || ! grep -q runsc /etc/docker/daemon.json \
+   || grep -q -- "--oci-seccomp" /etc/docker/daemon.json; then
   write_daemon_json
 fi
 

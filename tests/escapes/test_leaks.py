@@ -306,6 +306,11 @@ def test_namespace_syscalls_are_denied(box: Sandbox, request: pytest.FixtureRequ
     """unshare of every namespace kind (user, mount, network, pid, uts, ipc, cgroup), and
     the privileges a new user namespace would bring (chroot, mount), are all refused: the
     run PASSES with nothing allowed."""
+    known_bug(request, box, "runsc",
+              "under runsc the candidate can unshare(CLONE_NEWUSER) and unshare(CLONE_NEWNS) and chroot inside "
+              "a new user namespace: runsc does not apply Docker's seccomp profile to the sandboxed program, and "
+              "its --oci-seccomp flag (which would) makes every thread creation fail in Debian's runsc 2022-12 "
+              "build; gVisor's own kernel is what contains these calls")
     contained(box, NAMESPACE_CALLS)
 
 

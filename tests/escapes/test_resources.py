@@ -140,12 +140,8 @@ def test_thread_bomb_is_capped(box: Sandbox, request: pytest.FixtureRequest) -> 
     """Threads started until the system refuses (each sleeping forever) are capped: the
     program gets RuntimeError, carries on and PASSES long before its wall clock; the
     sleeping threads die with the run's process, so the container stays clean and is
-    kept. Under runc the cap is the container's pids limit."""
-    known_bug(request, box, "runsc",
-              "under runsc the container's pids limit does not apply to the candidate's tasks: gVisor runs "
-              "them inside its own kernel, and PidsLimit only caps the sandbox's host processes. ~420 "
-              "threads start (more than the 128 of the pids limit); only RLIMIT_AS stops them (the fork "
-              "bomb, which RLIMIT_AS does not stop, kills the container: see test_basic_escapes)")
+    kept. Under runc the cap is the container's pids limit; under runsc (whose pids limit
+    counts gVisor's host tasks, 512 by default) the address-space limit stops them first."""
     before = box.settle()
     result, elapsed = run_once(box, he_request(THREAD_BOMB, timeout_s=10.0))
     assert result.status is Status.PASSED, describe(result)
@@ -180,14 +176,6 @@ def test_fifty_processes_under_the_pids_limit_are_not_a_sandbox_error(
     """Fifty child processes alive at once, well under the container's pids limit (128),
     are an ordinary program (multiprocessing does as much): the run PASSES and, its
     children all reaped, the container is kept."""
-    known_bug(request, box, "runsc",
-              "under runsc (ptrace platform) the container's pids limit (128) counts gVisor's own host tasks, "
-              "the Sentry's threads and ptrace stub processes, not the candidate's: the container's host pids "
-              "cgroup holds ~36 tasks idle and peaks at ~108 during a plain run; 4 to 16 zombie children reach "
-              "128 in some runs, 50 concurrent children in every run, and then the whole sandbox dies: "
-              "SANDBOX_ERROR ('the agent's stream ended (container gone)'), and the scheduler's retry of a lost "
-              "agent runs the program again on a second container (which, when it survives, hides the crash "
-              "behind a right verdict, a second execution of the program and two lost containers)")
     assert 50 < box.settings.container_pids
     before = box.settle()
     result, elapsed = run_once(box, he_request(MANY_PROCESSES, timeout_s=10.0))
