@@ -37,6 +37,7 @@ log = get_logger(__name__)
 
 _READY_TIMEOUT_S = 30.0
 _MAX_BACKOFF_S = 10.0
+_SWEEP_S = 5.0
 
 
 class Container:
@@ -87,6 +88,8 @@ class Pool:
         self._closing = False
         self._refill_wakeup = asyncio.Event()
         self._refill_task: asyncio.Task[None] | None = None
+        self._sweep_task: asyncio.Task[None] | None = None
+        self._doomed: set[str] = set()
         self._background: set[asyncio.Task[Any]] = set()
         self._failures = 0
         self._hardening_failures = 0
@@ -124,6 +127,7 @@ class Pool:
             log.info("pool_leftovers_removed", pool=self.settings.pool_name, count=len(leftovers))
             await asyncio.gather(*(self.backend.remove(c) for c in leftovers), return_exceptions=True)
         self._refill_task = asyncio.get_running_loop().create_task(self._refill_loop())
+        self._sweep_task = asyncio.get_running_loop().create_task(self._sweep_loop())
         if not wait_warm:
             return
         deadline = time.monotonic() + warm_timeout_s
@@ -144,6 +148,8 @@ class Pool:
         self._closing = True
         if self._refill_task:
             self._refill_task.cancel()
+        if self._sweep_task:
+            self._sweep_task.cancel()
         for waiter in self._waiters:
             if not waiter.done():
                 waiter.set_exception(ShuttingDownError("the server is shutting down"))
@@ -277,7 +283,18 @@ class Pool:
         try:
             await self.backend.remove(container_id)
         except EngineError as exc:
+            # Kept for the sweeper: an engine that was down (restart) will take it later.
+            self._doomed.add(container_id)
             log.warning("container_remove_failed", container_id=container_id[:12], error=str(exc))
+        else:
+            self._doomed.discard(container_id)
+
+    async def _sweep_loop(self) -> None:
+        """Retries removals that failed while the engine was unreachable."""
+        while not self._closing:
+            await asyncio.sleep(_SWEEP_S)
+            for container_id in list(self._doomed):
+                await self._remove(container_id)
 
     # -- refill
 

@@ -122,19 +122,14 @@ class Scheduler:
             try:
                 facts = await container.run(job, request.id, limits.timeout_s + _REPORT_GRACE_S)
             except TimeoutError:
-                # The agent enforces the limit itself; silence past the grace means the
-                # container is wedged. The wall clock was exceeded, measured here.
+                # The agent enforces the limit itself and reports a timeout as one; its
+                # silence past the grace means the container is wedged (frozen, engine
+                # stall): infrastructure, retried on another container, never a verdict.
                 self.pool.release(container, reusable=False, reason="unresponsive")
                 released = True
-                duration = time.monotonic() - started
-                result = judge(
-                    {"timed_out": True, "timeout_s": limits.timeout_s, "exited": False},
-                    duration,
-                    self.runtime,
-                    expect,
-                )
-                self._observe(result)
-                return result
+                raise AgentError(
+                    f"the agent stayed silent {limits.timeout_s + _REPORT_GRACE_S:g} s past the start of the run"
+                ) from None
             except AgentError:
                 self.pool.release(container, reusable=False, reason="agent_lost")
                 released = True
