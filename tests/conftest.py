@@ -252,6 +252,30 @@ def assert_pristine(reports: list[dict[str, Any]]) -> None:
         assert r["files"] == [r["cwd"]], f"files left in the container: {r['files']} (probe cwd {r['cwd']})"
 
 
+def known_bug(request: pytest.FixtureRequest, box: Sandbox, runtimes: str | tuple[str, ...], reason: str) -> None:
+    """Marks the running test as a strict expected failure under ``runtimes``: a fix turns
+    it into an XPASS, which fails the run until the mark goes."""
+    if box.runtime in ((runtimes,) if isinstance(runtimes, str) else runtimes):
+        request.applymarker(pytest.mark.xfail(strict=True, reason=reason))
+
+
+def host_state_is_clean(box: Sandbox, before: set[str], recycled: bool | None) -> None:
+    """The pool is back at size with no stray container, the run's container was replaced
+    (``recycled``) or kept (``not recycled``; None: either), and every container is
+    pristine, from inside and (runc) from the host."""
+    after = box.settle()
+    if recycled is True:
+        assert len(before - after) == 1 and len(after - before) == 1, (
+            f"expected exactly the run's container to be replaced: before {sorted(before)}, after {sorted(after)}"
+        )
+    elif recycled is False:
+        assert after == before, f"the run's container was replaced: before {sorted(before)}, after {sorted(after)}"
+    if box.runtime == "runc":
+        processes = box.host_processes()
+        assert all(len(p) == 2 for p in processes.values()), f"docker top of the pool: {processes}"
+    assert_pristine(box.probe_all())
+
+
 # ------------------------------------------------------------------------------ fixtures
 
 

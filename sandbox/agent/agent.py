@@ -388,9 +388,16 @@ class Agent:
         except OSError:
             pass
         try:
-            entries = list(os.scandir(path))
+            Agent._remove_entries(list(os.scandir(path)))
         except OSError:
-            entries = []
+            pass
+        try:
+            os.rmdir(path)
+        except OSError:
+            pass
+
+    @staticmethod
+    def _remove_entries(entries: list) -> None:
         for entry in entries:
             try:
                 if entry.is_dir(follow_symlinks=False):
@@ -399,10 +406,6 @@ class Agent:
                     os.unlink(entry.path)
             except OSError:
                 pass
-        try:
-            os.rmdir(path)
-        except OSError:
-            pass
 
     @staticmethod
     def _scrub(path: str) -> bool:
@@ -417,14 +420,7 @@ class Agent:
                 entries = list(os.scandir(path))
             except OSError:
                 return False
-        for entry in entries:
-            try:
-                if entry.is_dir(follow_symlinks=False):
-                    Agent._remove(entry.path)
-                else:
-                    os.unlink(entry.path)
-            except OSError:
-                pass
+        Agent._remove_entries(entries)
         try:
             return not os.listdir(path)
         except OSError:

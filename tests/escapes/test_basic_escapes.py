@@ -22,33 +22,15 @@ import uuid
 import pytest
 
 from sandbox.domain import Status, TestStatus
-from tests.conftest import Sandbox, assert_pristine, describe, he_request
+from tests.conftest import Sandbox, describe, he_request, host_state_is_clean, known_bug
 
 pytestmark = pytest.mark.escape
 
 CONTAINED = "def check(candidate):\n    assert candidate(None) == []\n"
 
 
-def known_bug(request: pytest.FixtureRequest, box: Sandbox, runtime: str, reason: str) -> None:
-    """Marks the running test as a strict expected failure under ``runtime``."""
-    if box.runtime == runtime:
-        request.applymarker(pytest.mark.xfail(strict=True, reason=reason))
 
 
-def host_state_is_clean(box: Sandbox, before: set[str], recycled: bool | None) -> None:
-    """The pool is back at size with no stray container, the run's container was recycled
-    (or kept) as expected, and every container is pristine, seen from inside and outside."""
-    after = box.settle()
-    if recycled is True:
-        assert len(before - after) == 1 and len(after - before) == 1, (
-            f"expected exactly the run's container to be replaced: before {sorted(before)}, after {sorted(after)}"
-        )
-    elif recycled is False:
-        assert after == before, f"the run's container was replaced: before {sorted(before)}, after {sorted(after)}"
-    if box.runtime == "runc":
-        processes = box.host_processes()
-        assert all(len(p) == 2 for p in processes.values()), f"docker top of the pool: {processes}"
-    assert_pristine(box.probe_all())
 
 
 def host_processes_matching(marker: str) -> list[str]:
@@ -68,11 +50,6 @@ def host_processes_matching(marker: str) -> list[str]:
     return found
 
 
-@pytest.fixture
-def box(any_sandbox: Sandbox) -> Sandbox:
-    """The sandbox of the runtime under test, settled (full, idle, no stray container)."""
-    any_sandbox.settle()
-    return any_sandbox
 
 
 FORK_BOMB = """

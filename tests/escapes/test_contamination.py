@@ -27,7 +27,16 @@ import pytest
 from sandbox.client import NO_RETRY, Client
 from sandbox.domain import ExecuteRequest, RunResult, Status
 from sandbox.server.app import EmbeddedServer
-from tests.conftest import CHECK_F, Sandbox, assert_pristine, describe, he_request, pool_containers, server_settings
+from tests.conftest import (
+    CHECK_F,
+    Sandbox,
+    assert_pristine,
+    describe,
+    he_request,
+    known_bug,
+    pool_containers,
+    server_settings,
+)
 
 pytestmark = pytest.mark.escape
 
@@ -43,10 +52,6 @@ def run_once(box: Sandbox, request: ExecuteRequest) -> tuple[RunResult, float]:
         return result, time.monotonic() - started
 
 
-def known_bug(request: pytest.FixtureRequest, box: Sandbox, runtimes: tuple[str, ...], reason: str) -> None:
-    """Marks the running test as a strict expected failure under ``runtimes``."""
-    if box.runtime in runtimes:
-        request.applymarker(pytest.mark.xfail(strict=True, reason=reason))
 
 
 @pytest.fixture(scope="module", params=["runc", pytest.param("runsc", marks=pytest.mark.runsc)])

@@ -71,11 +71,6 @@ def entries_named(directory: str, token: str) -> list[str]:
         return []
 
 
-@pytest.fixture
-def box(any_sandbox: Sandbox) -> Sandbox:
-    """The sandbox of the runtime under test, settled (full, idle, no stray container)."""
-    any_sandbox.settle()
-    return any_sandbox
 
 
 @pytest.fixture

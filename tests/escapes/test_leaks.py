@@ -23,7 +23,7 @@ import pytest
 from sandbox.client import NO_RETRY, Client
 from sandbox.domain import ExecuteRequest, RunResult, Status
 from sandbox.server.hardening import ALLOWED_ENV
-from tests.conftest import Sandbox, assert_pristine, describe, he_request
+from tests.conftest import Sandbox, assert_pristine, describe, he_request, known_bug
 
 pytestmark = pytest.mark.escape
 
@@ -40,10 +40,6 @@ def run_once(box: Sandbox, request: ExecuteRequest) -> tuple[RunResult, float]:
         return result, time.monotonic() - started
 
 
-def known_bug(request: pytest.FixtureRequest, box: Sandbox, runtime: str, reason: str) -> None:
-    """Marks the running test as a strict expected failure under ``runtime``."""
-    if box.runtime == runtime:
-        request.applymarker(pytest.mark.xfail(strict=True, reason=reason))
 
 
 def contained(box: Sandbox, program: str) -> RunResult:
@@ -72,11 +68,6 @@ def host_ipv4_addresses() -> list[str]:
     return sorted(found)
 
 
-@pytest.fixture
-def box(any_sandbox: Sandbox) -> Sandbox:
-    """The sandbox of the runtime under test, settled (full, idle, no stray container)."""
-    any_sandbox.settle()
-    return any_sandbox
 
 
 # --------------------------------------------------------------------------- network

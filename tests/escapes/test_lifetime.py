@@ -23,7 +23,7 @@ import pytest
 
 from sandbox.client import NO_RETRY, Client
 from sandbox.domain import ExecuteRequest, RunResult, Status, TestStatus
-from tests.conftest import Sandbox, assert_pristine, describe, he_request
+from tests.conftest import Sandbox, describe, he_request, host_state_is_clean
 
 pytestmark = pytest.mark.escape
 
@@ -37,21 +37,6 @@ def run_once(box: Sandbox, request: ExecuteRequest) -> tuple[RunResult, float]:
         return result, time.monotonic() - started
 
 
-def host_state_is_clean(box: Sandbox, before: set[str], recycled: bool | None) -> None:
-    """The pool is back at size with no stray container, the run's container was replaced
-    (``recycled``) or kept (``not recycled``), and every container is pristine, from
-    inside and (runc) from the host."""
-    after = box.settle()
-    if recycled is True:
-        assert len(before - after) == 1 and len(after - before) == 1, (
-            f"expected exactly the run's container to be replaced: before {sorted(before)}, after {sorted(after)}"
-        )
-    elif recycled is False:
-        assert after == before, f"the run's container was replaced: before {sorted(before)}, after {sorted(after)}"
-    if box.runtime == "runc":
-        processes = box.host_processes()
-        assert all(len(p) == 2 for p in processes.values()), f"docker top of the pool: {processes}"
-    assert_pristine(box.probe_all())
 
 
 def host_processes_named(comm: str) -> list[str]:
@@ -85,11 +70,6 @@ def _set_name(name):
 """
 
 
-@pytest.fixture
-def box(any_sandbox: Sandbox) -> Sandbox:
-    """The sandbox of the runtime under test, settled (full, idle, no stray container)."""
-    any_sandbox.settle()
-    return any_sandbox
 
 
 # ------------------------------------------------------------------------ wall clock

@@ -25,7 +25,14 @@ import pytest
 from sandbox.client import NO_RETRY, Client
 from sandbox.domain import ExecuteRequest, RunResult, Status, TestStatus
 from sandbox.limits import Limits
-from tests.conftest import Sandbox, assert_pristine, describe, he_request, mem_available_bytes
+from tests.conftest import (
+    Sandbox,
+    describe,
+    he_request,
+    host_state_is_clean,
+    known_bug,
+    mem_available_bytes,
+)
 
 pytestmark = pytest.mark.escape
 
@@ -43,27 +50,8 @@ def run_once(box: Sandbox, request: ExecuteRequest) -> tuple[RunResult, float]:
         return result, time.monotonic() - started
 
 
-def known_bug(request: pytest.FixtureRequest, box: Sandbox, runtime: str, reason: str) -> None:
-    """Marks the running test as a strict expected failure under ``runtime``."""
-    if box.runtime == runtime:
-        request.applymarker(pytest.mark.xfail(strict=True, reason=reason))
 
 
-def host_state_is_clean(box: Sandbox, before: set[str], recycled: bool | None) -> None:
-    """The pool is back at size with no stray container, the run's container was replaced
-    (``recycled``) or kept (``not recycled``), and every container is pristine, from
-    inside and (runc) from the host."""
-    after = box.settle()
-    if recycled is True:
-        assert len(before - after) == 1 and len(after - before) == 1, (
-            f"expected exactly the run's container to be replaced: before {sorted(before)}, after {sorted(after)}"
-        )
-    elif recycled is False:
-        assert after == before, f"the run's container was replaced: before {sorted(before)}, after {sorted(after)}"
-    if box.runtime == "runc":
-        processes = box.host_processes()
-        assert all(len(p) == 2 for p in processes.values()), f"docker top of the pool: {processes}"
-    assert_pristine(box.probe_all())
 
 
 def stdout_value(result: RunResult, tag: str) -> str:
@@ -109,11 +97,6 @@ def server_rss_bytes() -> int:
     raise AssertionError("no VmRSS in /proc/self/status")
 
 
-@pytest.fixture
-def box(any_sandbox: Sandbox) -> Sandbox:
-    """The sandbox of the runtime under test, settled (full, idle, no stray container)."""
-    any_sandbox.settle()
-    return any_sandbox
 
 
 # ----------------------------------------------------------------------------- threads
