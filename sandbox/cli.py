@@ -17,6 +17,8 @@ import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import grpc
+
 from sandbox.domain import ExecuteRequest, HumanEvalTests, Status
 from sandbox.errors import SandboxError
 from sandbox.limits import Limits
@@ -91,6 +93,8 @@ def _target(args: argparse.Namespace) -> Iterator[str | list[str]]:
 
     configure(os.environ.get("SANDBOX_LOG_FORMAT", "auto"), os.environ.get("SANDBOX_LOG_LEVEL", "warning"))
     pool_name = args.pool_name or f"cli-{os.getpid()}"
+    if args.command == "run" and args.pool_size is None:
+        args.pool_size = 1  # one program: one warm container is all it needs
     settings = _settings(args, listen="127.0.0.1:0", pool_name=pool_name)
     with EmbeddedServer(settings) as server:  # type: ignore[arg-type]
         yield server.target
@@ -210,6 +214,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return commands[args.command](args)
     except SandboxError as exc:
         print(f"sandbox: error: {exc}", file=sys.stderr)
+        return 2
+    except grpc.RpcError as exc:
+        code = exc.code().name if callable(getattr(exc, "code", None)) else "UNKNOWN"
+        details = exc.details() if callable(getattr(exc, "details", None)) else str(exc)
+        print(f"sandbox: the server refused the request ({code}): {details}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("sandbox: interrupted", file=sys.stderr)
