@@ -206,7 +206,42 @@ class _Batch:
 _ENDED = Refused(grpc.StatusCode.UNAVAILABLE, "the stream ended before answering")
 
 
-class Client:
+class _Backends:
+    """What both clients share: one channel and stub per backend, and the retry plan."""
+
+    def __init__(self, target: str | Iterable[str], retry: RetryPolicy | None, channel: Any) -> None:
+        self.retry = retry or RetryPolicy()
+        self.backends = backends_of(target)
+        if not self.backends:
+            raise ValueError("no backend address given")
+        self._channels = [channel(b, options=_OPTIONS) for b in self.backends]
+        self._stubs = [pb_grpc.SandboxStub(c) for c in self._channels]  # type: ignore[no-untyped-call]
+        self._turn = itertools.count()
+
+    def _stub(self) -> Any:
+        return self._stubs[next(self._turn) % len(self._stubs)]
+
+    def _attempts(
+        self, request: ExecuteRequest, timeout_s: float | None
+    ) -> Iterator[tuple[int, pb.ExecuteRequest, float | None]]:
+        """``(attempt, message, remaining deadline)`` for each try of one request."""
+        if not request.id:
+            request = replace(request, id=uuid.uuid4().hex)
+        message = request_to_pb(request)
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        for attempt in range(1, self.retry.max_attempts + 1):
+            yield attempt, message, None if deadline is None else max(0.0, deadline - time.monotonic())
+
+    def _final(self, attempt: int, result: RunResult | None = None, error: grpc.RpcError | None = None) -> bool:
+        """Whether this try's answer is the one to give (else: back off and retry)."""
+        if attempt == self.retry.max_attempts:
+            return True
+        if error is not None:
+            return _rpc_refusal(error).code not in _RETRYABLE_CODES
+        return result is not None and result.status is not Status.SANDBOX_ERROR
+
+
+class Client(_Backends):
     """Synchronous client of ``sandbox.v1.Sandbox``.
 
     Args:
@@ -217,13 +252,7 @@ class Client:
     """
 
     def __init__(self, target: str | Iterable[str], retry: RetryPolicy | None = None) -> None:
-        self.retry = retry or RetryPolicy()
-        self.backends = backends_of(target)
-        if not self.backends:
-            raise ValueError("no backend address given")
-        self._channels = [grpc.insecure_channel(b, options=_OPTIONS) for b in self.backends]
-        self._stubs = [pb_grpc.SandboxStub(c) for c in self._channels]  # type: ignore[no-untyped-call]
-        self._turn = itertools.count()
+        super().__init__(target, retry, grpc.insecure_channel)
 
     def __enter__(self) -> Client:
         return self
@@ -240,9 +269,6 @@ class Client:
         for channel in self._channels:
             grpc.channel_ready_future(channel).result(timeout=timeout_s)
 
-    def _stub(self) -> Any:
-        return self._stubs[next(self._turn) % len(self._stubs)]
-
     def execute(self, request: ExecuteRequest, timeout_s: float | None = None) -> RunResult:
         """Runs one request, retrying infrastructure failures (on the next backend).
 
@@ -250,19 +276,14 @@ class Client:
             grpc.RpcError: the server refused the request (bad input, deadline), or
                 kept failing for ``retry.max_attempts`` tries.
         """
-        if not request.id:
-            request = replace(request, id=uuid.uuid4().hex)
-        message = request_to_pb(request)
-        deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        for attempt in range(1, self.retry.max_attempts + 1):
-            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        for attempt, message, remaining in self._attempts(request, timeout_s):
             try:
                 result = result_from_pb(self._stub().Execute(message, timeout=remaining).result)
             except grpc.RpcError as exc:
-                if _rpc_refusal(exc).code not in _RETRYABLE_CODES or attempt == self.retry.max_attempts:
+                if self._final(attempt, error=exc):
                     raise
             else:
-                if result.status is not Status.SANDBOX_ERROR or attempt == self.retry.max_attempts:
+                if self._final(attempt, result=result):
                     return result
             time.sleep(self.retry.backoff(attempt))
         raise AssertionError("unreachable")  # pragma: no cover
@@ -361,17 +382,11 @@ class Client:
         yield from finals
 
 
-class AsyncClient:
+class AsyncClient(_Backends):
     """asyncio client of ``sandbox.v1.Sandbox``; see :class:`Client`."""
 
     def __init__(self, target: str | Iterable[str], retry: RetryPolicy | None = None) -> None:
-        self.retry = retry or RetryPolicy()
-        self.backends = backends_of(target)
-        if not self.backends:
-            raise ValueError("no backend address given")
-        self._channels = [grpc.aio.insecure_channel(b, options=_OPTIONS) for b in self.backends]
-        self._stubs = [pb_grpc.SandboxStub(c) for c in self._channels]  # type: ignore[no-untyped-call]
-        self._turn = itertools.count()
+        super().__init__(target, retry, grpc.aio.insecure_channel)
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -385,20 +400,14 @@ class AsyncClient:
 
     async def execute(self, request: ExecuteRequest, timeout_s: float | None = None) -> RunResult:
         """Runs one request, retrying infrastructure failures (see :meth:`Client.execute`)."""
-        if not request.id:
-            request = replace(request, id=uuid.uuid4().hex)
-        message = request_to_pb(request)
-        deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        for attempt in range(1, self.retry.max_attempts + 1):
-            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-            stub = self._stubs[next(self._turn) % len(self._stubs)]
+        for attempt, message, remaining in self._attempts(request, timeout_s):
             try:
-                result = result_from_pb((await stub.Execute(message, timeout=remaining)).result)
+                result = result_from_pb((await self._stub().Execute(message, timeout=remaining)).result)
             except grpc.RpcError as exc:
-                if _rpc_refusal(exc).code not in _RETRYABLE_CODES or attempt == self.retry.max_attempts:
+                if self._final(attempt, error=exc):
                     raise
             else:
-                if result.status is not Status.SANDBOX_ERROR or attempt == self.retry.max_attempts:
+                if self._final(attempt, result=result):
                     return result
             await asyncio.sleep(self.retry.backoff(attempt))
         raise AssertionError("unreachable")  # pragma: no cover

@@ -499,7 +499,6 @@ class Agent:
             anomaly = anomaly or "scratch space could not be emptied"
         facts.update(
             op="result",
-            id=job.get("id", ""),
             anomaly=anomaly,
             oom_killed=(
                 oom_before is not None and oom_after is not None and oom_after > oom_before

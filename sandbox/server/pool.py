@@ -43,14 +43,13 @@ _SWEEP_S = 5.0
 class Container:
     """One pool container and its agent channel."""
 
-    __slots__ = ("id", "name", "channel", "runs", "posture", "lost")
+    __slots__ = ("id", "name", "channel", "runs", "lost")
 
-    def __init__(self, container_id: str, name: str, channel: Channel, posture: dict[str, Any]) -> None:
+    def __init__(self, container_id: str, name: str, channel: Channel) -> None:
         self.id = container_id
         self.name = name
         self.channel = channel
         self.runs = 0
-        self.posture = posture
         self.lost = False
 
     async def run(self, job: dict[str, Any], request_id: str, timeout_s: float) -> dict[str, Any]:
@@ -371,6 +370,6 @@ class Pool:
             await self._remove(container_id)
             raise
         log.debug("container_ready", container_id=container_id[:12])
-        container = Container(container_id, name, channel, posture)
+        container = Container(container_id, name, channel)
         channel.on_lost(lambda: self._lost(container))
         return container
