@@ -12,7 +12,7 @@ import keyword
 import math
 
 from sandbox._proto.sandbox.v1 import sandbox_pb2 as pb
-from sandbox.agent.harness import module_tests
+from sandbox.agent.rewrite import module_tests
 from sandbox.domain import (
     AssertTests,
     CallCase,

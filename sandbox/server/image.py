@@ -29,7 +29,7 @@ log = get_logger(__name__)
 LOCAL_BASE = "sandbox-base:bookworm"
 REGISTRY_BASE = "python:3.11-slim-bookworm"
 IMAGE_REPO = "sandbox-python"
-_AGENT_FILES = ("agent.py", "harness.py")
+_AGENT_FILES = ("agent.py", "harness.py", "rewrite.py")
 _DEBIAN_MIRROR = "http://deb.debian.org/debian"
 
 

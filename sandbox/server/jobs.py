@@ -14,7 +14,7 @@ import json
 import secrets
 from typing import Any
 
-from sandbox.agent.harness import module_tests
+from sandbox.agent.rewrite import module_tests, rewrite_text
 from sandbox.domain import AssertTests, CallTests, ExecuteRequest, HumanEvalTests, IoTests, ModuleTests
 
 
@@ -47,6 +47,17 @@ def _humaneval_bases(test: str) -> frozenset[str] | None:
     return frozenset(f"check:{node.lineno}" for node in ast.walk(tree) if isinstance(node, ast.Assert))
 
 
+@functools.lru_cache(maxsize=4096)  # once per problem, not per sample
+def _rewritten(tests: str, wrap: bool = True) -> dict[str, Any] | None:
+    """The test part with its asserts rewritten, for the harness to compile as it is
+    (``tests_rewritten`` of the job); None leaves the rewrite to the run's child."""
+    done = rewrite_text(tests, 1, wrap)
+    if done is None:
+        return None
+    text, spans = done
+    return {"text": text, "spans": [list(span) for span in spans]}
+
+
 @functools.lru_cache(maxsize=1024)
 def _module_names(source: str) -> tuple[str, ...]:
     return tuple(name for name, _, _ in module_tests(source))
@@ -70,10 +81,12 @@ def prepare(request: ExecuteRequest) -> tuple[dict[str, Any], Expectations]:
     tests = request.tests
     if isinstance(tests, HumanEvalTests):
         job.update(format="humaneval", test=tests.test, entry_point=tests.entry_point,
-                   stop_at_first_failure=tests.stop_at_first_failure)
+                   stop_at_first_failure=tests.stop_at_first_failure,
+                   tests_rewritten=_rewritten(f"{tests.test}\ncheck({tests.entry_point})"))
         return job, Expectations(nonce, None, _humaneval_bases(tests.test), tests.stop_at_first_failure, tests)
     if isinstance(tests, AssertTests):
-        job.update(format="asserts", asserts=list(tests.asserts), stop_at_first_failure=tests.stop_at_first_failure)
+        job.update(format="asserts", asserts=list(tests.asserts), stop_at_first_failure=tests.stop_at_first_failure,
+                   tests_rewritten=_rewritten("\n".join(tests.asserts) + "\n"))
         names = tuple(f"assert:{i}" for i in range(1, len(tests.asserts) + 1))
         return job, Expectations(nonce, names, None, tests.stop_at_first_failure, tests)
     if isinstance(tests, CallTests):
@@ -88,7 +101,8 @@ def prepare(request: ExecuteRequest) -> tuple[dict[str, Any], Expectations]:
         names = tuple(c.name or f"case:{i}" for i, c in enumerate(tests.cases, 1))
         return job, Expectations(nonce, names, None, False, tests)
     if isinstance(tests, ModuleTests):
-        job.update(format="test_module", test=tests.source, stop_at_first_failure=tests.stop_at_first_failure)
+        job.update(format="test_module", test=tests.source, stop_at_first_failure=tests.stop_at_first_failure,
+                   tests_rewritten=_rewritten(tests.source, wrap=False))
         names = _module_names(tests.source)
         return job, Expectations(nonce, names, None, tests.stop_at_first_failure, tests)
     raise TypeError(f"unknown test suite {type(tests).__name__}")

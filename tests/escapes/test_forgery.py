@@ -751,8 +751,9 @@ def test_raising_the_harness_stop_signal_at_module_level(sandbox: Sandbox) -> No
 
 def test_replacing_the_recorder_with_a_dummy_in_asserts_leaves_tests_missing(sandbox: Sandbox) -> None:
     """Attack: the same do-nothing recorder against an asserts suite. Defence: the
-    asserts format knows its test names beforehand, so the silenced asserts are MISSING:
-    FAILED."""
+    asserts format knows its test names beforehand, so the silenced asserts are MISSING;
+    the first rewritten assert, which runs in the recorder's context manager, raises on
+    the fake: RUNTIME_ERROR."""
     program = WRONG + (
         "class _Dummy:\n"
         "    def __getattr__(self, name):\n"
@@ -761,7 +762,7 @@ def test_replacing_the_recorder_with_a_dummy_in_asserts_leaves_tests_missing(san
     )
     result = run(sandbox, program, ASSERTS)
     never_passed(result)
-    assert result.status is Status.FAILED, describe(result)
+    assert result.status is Status.RUNTIME_ERROR, describe(result)
     assert {t.status for t in result.tests} == {TestStatus.MISSING}, describe(result)
 
 
@@ -782,3 +783,19 @@ def test_replacing_the_recorder_with_a_forwarding_fake(sandbox: Sandbox, fmt: st
     )
     result = run(sandbox, program, SUITES[fmt])
     never_passed(result)
+
+
+@pytest.mark.parametrize("fmt", ["humaneval", "asserts"])
+def test_patching_the_recorders_class(sandbox: Sandbox, fmt: str) -> None:
+    """Attack: patch the recorder's class (reachable as ``type(_sandbox_recorder_)``) so
+    that its frame check always agrees and ``fail`` reports a pass. Defence: the
+    recorder's class dictionary is compared with its snapshot after every test: never
+    PASSED, tampering names the patched methods."""
+    program = WRONG + (
+        "R = type(_sandbox_recorder_)\n"
+        "R._called_from_assert = lambda self, index: True\n"
+        "R.fail = lambda self, index, exc: R.ok(self, index)\n"
+    )
+    result = run(sandbox, program, SUITES[fmt])
+    never_passed(result)
+    tampering_mentions(result, "_Recorder modified: _called_from_assert, fail")

@@ -9,12 +9,26 @@ from typing import Any
 import pytest
 
 from sandbox.agent import harness
+from sandbox.server.jobs import _rewritten
+
+# Every test here runs both ways the child can get its rewritten asserts: from the
+# host's rewritten text (what a request normally brings), and from the syntax tree.
+_PREPARED = [True]
+
+
+@pytest.fixture(autouse=True, params=["host-rewritten", "child-rewritten"])
+def _rewrite_path(request: pytest.FixtureRequest) -> Any:
+    _PREPARED[0] = request.param == "host-rewritten"
+    yield
+    _PREPARED[0] = True
 
 
 def run(program: str, test: str, entry: str = "f", stop: bool = False) -> list[dict[str, Any]]:
     r, w = os.pipe()
+    prepared = _rewritten(f"{test}\ncheck({entry})") if _PREPARED[0] else None
     try:
-        harness.run_job({"program": program, "test": test, "entry_point": entry, "stop_at_first_failure": stop}, w)
+        harness.run_job({"program": program, "test": test, "entry_point": entry, "stop_at_first_failure": stop,
+                         "tests_rewritten": prepared}, w)
     finally:
         os.close(w)
     with os.fdopen(r) as f:
