@@ -298,21 +298,39 @@ class Client(_Backends):
         """
         batch = _Batch(requests, self.retry)
         lock = threading.Condition()
-        out: queue.Queue[tuple[str, Outcome] | None] = queue.Queue()
         stop = threading.Event()
         share = max(1, window // len(self._stubs))
 
+        def streams(stub: Any) -> Iterator[tuple[str, Outcome]]:
+            """One backend's streams, one after another until the batch is done."""
+            while not stop.is_set():
+                with lock:
+                    if batch.done:
+                        return
+                    if batch.exhausted and not batch.next_retry_due():
+                        lock.wait(min(0.2, batch.wait_s() or 0.2))
+                        continue
+                yield from self._one_stream(stub, batch, share, lock, stop)
+
+        if len(self._stubs) == 1:
+            # One backend: the caller's thread reads the stream itself. A worker thread
+            # and a queue would add two thread hand-offs per result and nothing else.
+            try:
+                yield from streams(self._stubs[0])
+            except Exception as exc:  # noqa: BLE001 - reported like a worker's failure
+                yield "", Refused(grpc.StatusCode.INTERNAL, f"client worker failed: {exc!r}")
+            finally:
+                stop.set()
+                with lock:
+                    lock.notify_all()
+            return
+
+        out: queue.Queue[tuple[str, Outcome] | None] = queue.Queue()
+
         def worker(stub: Any) -> None:
             try:
-                while not stop.is_set():
-                    with lock:
-                        if batch.done:
-                            return
-                        if batch.exhausted and not batch.next_retry_due():
-                            lock.wait(min(0.2, batch.wait_s() or 0.2))
-                            continue
-                    for item in self._one_stream(stub, batch, share, lock, stop):
-                        out.put(item)
+                for item in streams(stub):
+                    out.put(item)
             except BaseException as exc:  # noqa: BLE001 - surfaced to the caller below
                 out.put(("", Refused(grpc.StatusCode.INTERNAL, f"client worker failed: {exc!r}")))
             finally:

@@ -69,9 +69,11 @@ MAX_CASES = 10_000
 def _check_source(field: str, text: str, required: bool) -> None:
     if required and not text.strip():
         raise InvalidRequestError(f"{field} is empty")
-    size = len(text.encode("utf-8", "surrogatepass"))
-    if size > MAX_SOURCE_BYTES:
-        raise InvalidRequestError(f"{field} is {size} bytes; the maximum is {MAX_SOURCE_BYTES}")
+    # A code point is at most 4 bytes of UTF-8: only a long text needs encoding to be sized.
+    if len(text) > MAX_SOURCE_BYTES // 4:
+        size = len(text.encode("utf-8", "surrogatepass"))
+        if size > MAX_SOURCE_BYTES:
+            raise InvalidRequestError(f"{field} is {size} bytes; the maximum is {MAX_SOURCE_BYTES}")
     if "\x00" in text:
         raise InvalidRequestError(f"{field} contains a NUL character, which Python source cannot")
 
@@ -238,37 +240,43 @@ def request_to_pb(req: ExecuteRequest, send_limits: bool = True) -> pb.ExecuteRe
     return msg
 
 
-def _output_to_pb(out: Output) -> pb.Output:
-    return pb.Output(text=out.text, truncated=out.truncated, total_bytes=out.total_bytes)
+def _output_to_pb(out: Output, msg: pb.Output) -> None:
+    msg.text = out.text
+    msg.truncated = out.truncated
+    msg.total_bytes = out.total_bytes
 
 
 def _output_from_pb(msg: pb.Output) -> Output:
     return Output(text=msg.text, truncated=msg.truncated, total_bytes=msg.total_bytes)
 
 
-def result_to_pb(result: RunResult) -> pb.Result:
-    return pb.Result(
-        status=_STATUS_TO_PB[result.status],
-        tests=[
-            pb.TestResult(
-                name=t.name,
-                status=_TEST_TO_PB[t.status],
-                message=t.message,
-                traceback=t.traceback,
-                duration_s=t.duration_s,
-                source=t.source,
-                actual=t.actual,
-            )
-            for t in result.tests
-        ],
-        stdout=_output_to_pb(result.stdout),
-        stderr=_output_to_pb(result.stderr),
-        duration_s=result.duration_s,
-        human_eval_result=result.human_eval_result,
-        message=result.message,
-        runtime=result.runtime,
-        tampering=list(result.tampering),
-    )
+def result_to_pb(result: RunResult, msg: pb.Result | None = None) -> pb.Result:
+    """The wire form of ``result``, written into ``msg`` when given (``ExecuteResponse.result``).
+
+    Filled in place: a message given to a constructor or a repeated field is copied.
+    """
+    if msg is None:
+        msg = pb.Result()
+    msg.status = _STATUS_TO_PB[result.status]
+    msg.duration_s = result.duration_s
+    msg.human_eval_result = result.human_eval_result
+    msg.message = result.message
+    msg.runtime = result.runtime
+    msg.tampering.extend(result.tampering)
+    _output_to_pb(result.stdout, msg.stdout)
+    _output_to_pb(result.stderr, msg.stderr)
+    add_test = msg.tests.add
+    for t in result.tests:
+        add_test(
+            name=t.name,
+            status=_TEST_TO_PB[t.status],
+            message=t.message,
+            traceback=t.traceback,
+            duration_s=t.duration_s,
+            source=t.source,
+            actual=t.actual,
+        )
+    return msg
 
 
 def result_from_pb(msg: pb.Result) -> RunResult:

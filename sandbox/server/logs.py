@@ -13,13 +13,24 @@ from typing import Any
 import structlog
 
 _configured = False
+_min_level = logging.NOTSET  # structlog's default configuration logs every level
+
+
+def enabled(level: int) -> bool:
+    """Whether events at ``level`` (a :mod:`logging` level) are logged.
+
+    For the per-run path: a call on a filtered-out level still costs a few microseconds
+    (the lazy logger binds itself anew on every call), so hot paths ask first.
+    """
+    return level >= _min_level
 
 
 def configure(fmt: str = "auto", level: str = "info") -> None:
     """Sets up structlog once per process; ``fmt`` is json, console or auto."""
-    global _configured
+    global _configured, _min_level
     if fmt == "auto":
         fmt = "console" if sys.stderr.isatty() else "json"
+    min_level = logging.getLevelName(level.upper())
     renderer: Any = (
         structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer(colors=False)
     )
@@ -31,10 +42,11 @@ def configure(fmt: str = "auto", level: str = "info") -> None:
             structlog.processors.format_exc_info,
             renderer,
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
+        wrapper_class=structlog.make_filtering_bound_logger(min_level),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
     )
+    _min_level = min_level
     _configured = True
 
 

@@ -14,7 +14,9 @@ since the agent never dies of the candidate's doing (it is PID 1 and not dumpabl
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
+from typing import Any
 
 import structlog
 
@@ -28,7 +30,7 @@ from sandbox.errors import (
 )
 from sandbox.server.jobs import prepare
 from sandbox.server.judge import judge, sandbox_error
-from sandbox.server.logs import get_logger
+from sandbox.server.logs import enabled, get_logger
 from sandbox.server.metrics import Metrics
 from sandbox.server.pool import Container, Pool
 
@@ -52,6 +54,12 @@ class Scheduler:
         self.runtime = runtime
         self.waiting = 0
         self.running = 0
+        # Metric children looked up once: ``labels()`` takes a lock and a dict lookup per call.
+        # Series are still made on the first run that needs them, so /metrics shows the same.
+        self._runs_by_status: dict[Status, Any] = {}
+        self._run_duration: Any = None
+        self._agent_lost = metrics.sandbox_errors.labels("agent_lost")
+        self._run_errors = metrics.sandbox_errors.labels("run")
 
     async def execute(self, request: ExecuteRequest, timeout_s: float | None = None) -> RunResult:
         """Runs one request; ``timeout_s`` is the client's remaining deadline, if any.
@@ -65,7 +73,7 @@ class Scheduler:
             try:
                 return await self._run(container, request)
             except AgentError as exc:
-                self.metrics.sandbox_errors.labels("agent_lost").inc()
+                self._agent_lost.inc()
                 log.warning(
                     "agent_lost", request_id=request.id, container_id=container.id[:12],
                     error=str(exc), attempt=attempt,
@@ -95,7 +103,11 @@ class Scheduler:
         queued = time.monotonic()
         wait = self.max_queue_wait_s if timeout_s is None else min(timeout_s, self.max_queue_wait_s)
         try:
-            return await asyncio.wait_for(self.pool.acquire(), max(0.0, wait))
+            if wait <= 0:
+                raise TimeoutError  # a spent deadline never claims a container, even an idle one
+            # asyncio.timeout, not wait_for: wait_for runs the acquire in a task of its own.
+            async with asyncio.timeout(wait):
+                return await self.pool.acquire()
         except TimeoutError:
             if timeout_s is not None and timeout_s <= self.max_queue_wait_s:
                 raise DeadlineExceededError(
@@ -116,8 +128,9 @@ class Scheduler:
         started = time.monotonic()
         released = False
         job, expect = prepare(request)
-        bound = structlog.contextvars.bound_contextvars(request_id=request.id, container_id=container.id[:12])
-        bound.__enter__()
+        # bind/reset rather than bound_contextvars(): the same binding without its copy of
+        # the whole context on entry, for every run.
+        tokens = structlog.contextvars.bind_contextvars(request_id=request.id, container_id=container.id[:12])
         try:
             try:
                 facts = await container.run(job, request.id, limits.timeout_s + _REPORT_GRACE_S)
@@ -164,7 +177,8 @@ class Scheduler:
             self.pool.release(container, reusable, reason)
             released = True
             self._observe(result)
-            log.debug("run_finished", status=result.status.value, duration_s=round(duration, 4), reused=reusable)
+            if enabled(logging.DEBUG):
+                log.debug("run_finished", status=result.status.value, duration_s=round(duration, 4), reused=reusable)
             return result
         finally:
             if not released:
@@ -173,10 +187,15 @@ class Scheduler:
                 log.info("run_cancelled")
             self.running -= 1
             self.metrics.in_flight.dec()
-            bound.__exit__(None, None, None)
+            structlog.contextvars.reset_contextvars(**tokens)
 
     def _observe(self, result: RunResult) -> None:
-        self.metrics.runs.labels(result.status.value, self.runtime).inc()
-        self.metrics.run_duration.labels(self.runtime).observe(result.duration_s)
+        runs = self._runs_by_status.get(result.status)
+        if runs is None:
+            runs = self._runs_by_status[result.status] = self.metrics.runs.labels(result.status.value, self.runtime)
+        runs.inc()
+        if self._run_duration is None:
+            self._run_duration = self.metrics.run_duration.labels(self.runtime)
+        self._run_duration.observe(result.duration_s)
         if result.status is Status.SANDBOX_ERROR:
-            self.metrics.sandbox_errors.labels("run").inc()
+            self._run_errors.inc()

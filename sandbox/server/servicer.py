@@ -39,6 +39,14 @@ class SandboxServicer(pb_grpc.SandboxServicer):
         self.settings = settings
         self.metrics = metrics
         self.dedup = IdempotencyCache(settings.idempotency_entries, settings.idempotency_ttl_s)
+        self._counters: dict[tuple[str, str], Any] = {}
+
+    def _count(self, method: str, code: str) -> None:
+        """Counts one answered call; the counter's children are looked up once, not per call."""
+        child = self._counters.get((method, code))
+        if child is None:
+            child = self._counters[method, code] = self.metrics.grpc_requests.labels(method, code)
+        child.inc()
 
     async def _answer(self, msg: pb.ExecuteRequest, timeout_s: float | None) -> pb.ExecuteResponse:
         """Runs one request; raises SandboxError for a refusal."""
@@ -50,19 +58,21 @@ class SandboxServicer(pb_grpc.SandboxServicer):
             timeout_s = request.deadline_s if timeout_s is None else min(timeout_s, request.deadline_s)
         fingerprint = hashlib.blake2b(msg.SerializeToString(deterministic=True), digest_size=16).digest()
         result = await self.dedup.run(msg.id, fingerprint, lambda: scheduler.execute(request, timeout_s))
-        return pb.ExecuteResponse(id=msg.id, result=result_to_pb(result))
+        response = pb.ExecuteResponse(id=msg.id)
+        result_to_pb(result, response.result)
+        return response
 
     async def Execute(self, request: pb.ExecuteRequest, context: grpc.aio.ServicerContext) -> pb.ExecuteResponse:  # noqa: N802
         try:
             response = await self._answer(request, context.time_remaining())
         except asyncio.CancelledError:
-            self.metrics.grpc_requests.labels("Execute", "CANCELLED").inc()
+            self._count("Execute", "CANCELLED")
             raise
         except SandboxError as exc:
             code = _code(exc)
-            self.metrics.grpc_requests.labels("Execute", code.name).inc()
+            self._count("Execute", code.name)
             await context.abort(code, str(exc))
-        self.metrics.grpc_requests.labels("Execute", "OK").inc()
+        self._count("Execute", "OK")
         return response
 
     async def ExecuteStream(  # noqa: N802
@@ -111,9 +121,9 @@ class SandboxServicer(pb_grpc.SandboxServicer):
                     break
                 yield response
             await reader
-            self.metrics.grpc_requests.labels("ExecuteStream", "OK").inc()
+            self._count("ExecuteStream", "OK")
         except asyncio.CancelledError:
-            self.metrics.grpc_requests.labels("ExecuteStream", "CANCELLED").inc()
+            self._count("ExecuteStream", "CANCELLED")
             raise
         finally:
             if not reader.done():
