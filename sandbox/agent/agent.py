@@ -74,9 +74,13 @@ class FrameReader:
     def __init__(self) -> None:
         self._buf = bytearray()
 
-    def feed(self, data: bytes) -> list[object]:
+    def feed(self, data: bytes, frames: list[object] | None = None) -> list[object]:
+        """The frames ``data`` completes, appended to ``frames`` (a new list when None) as
+        they are decoded: when a malformed frame raises ValueError, the ones before it
+        are there."""
         self._buf += data
-        frames: list[object] = []
+        if frames is None:
+            frames = []
         while len(self._buf) >= 4:
             (size,) = _HEADER.unpack_from(self._buf)
             if size > MAX_FRAME:

@@ -86,7 +86,8 @@ class AttachChannel(asyncio.Protocol):
         self._error: BaseException | None = None
         """Set once the stream ended: every recv after the last frame raises it."""
         self._readers: list[asyncio.Future[None]] = []
-        self._drained: asyncio.Future[None] | None = None
+        self._drain_waiters: list[asyncio.Future[None]] = []
+        """One future per send waiting for room, so that cancelling one leaves the others."""
         self._paused = False
         self._stderr_tail = b""
         self._lost_callbacks: list[Callable[[], None]] = []
@@ -124,9 +125,11 @@ class AttachChannel(asyncio.Protocol):
                 payload = bytes(buffer[_MUX_HEADER.size : end])
                 del buffer[:end]
                 if kind == 1:
-                    for frame in self._decoder.feed(payload):
-                        if isinstance(frame, dict):
-                            self._frames.append(frame)
+                    decoded: list[object] = []
+                    try:
+                        self._decoder.feed(payload, decoded)
+                    finally:  # frames before a malformed one were the agent's: keep them
+                        self._frames.extend(frame for frame in decoded if isinstance(frame, dict))
                 elif kind == 2:
                     self._stderr_tail = (self._stderr_tail + payload)[-4096:]
                     log.debug("agent_stderr", container_id=self._container_id, text=payload.decode("utf-8", "replace"))
@@ -162,18 +165,21 @@ class AttachChannel(asyncio.Protocol):
             transport.write(encode_frame(message))
         except (OSError, RuntimeError) as exc:
             raise AgentError(f"cannot write to the agent: {exc}") from exc
-        if self._paused:
+        if self._paused and self._error is None:
             # The engine reads slower than we write (a large program): wait for room.
-            if self._drained is None or self._drained.done():
-                self._drained = asyncio.get_running_loop().create_future()
-            await self._drained
-            if transport.is_closing():
-                raise AgentError("cannot write to the agent: the connection was lost")
+            waiter = asyncio.get_running_loop().create_future()
+            self._drain_waiters.append(waiter)
+            try:
+                await waiter
+            finally:
+                self._drain_waiters.remove(waiter)
+        if self._error is not None or transport.is_closing():
+            raise AgentError("cannot write to the agent: the connection was lost or closed")
 
     async def recv(self) -> dict[str, Any]:
         while not self._frames:
             if self._error is not None:
-                raise self._error
+                raise self._error.with_traceback(None)  # not one traceback grown per call
             reader = asyncio.get_running_loop().create_future()
             self._readers.append(reader)
             try:
@@ -198,6 +204,7 @@ class AttachChannel(asyncio.Protocol):
             error = AgentError(f"{error}; agent stderr: {self._stderr_tail.decode('utf-8', 'replace')[-500:]}")
         self._error = error
         self._wake_readers()
+        self._wake_writer()  # a send waiting for room would otherwise wait for the engine
         if not self._closed:
             for callback in self._lost_callbacks:
                 callback()
@@ -208,8 +215,9 @@ class AttachChannel(asyncio.Protocol):
                 reader.set_result(None)
 
     def _wake_writer(self) -> None:
-        if self._drained is not None and not self._drained.done():
-            self._drained.set_result(None)
+        for waiter in self._drain_waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
 
 def _endpoint(docker_host: str) -> tuple[str, str | tuple[str, int]]:

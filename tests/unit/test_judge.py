@@ -224,3 +224,95 @@ def test_io_cases_compare_output_by_mode() -> None:
 
     r = judge(facts(_signed(output("case:1", "1   2"), output("case:2", "3.0"), DONE)), 0.01, "runc", exp)
     assert r.status is Status.PASSED, r.message
+
+
+# ------------------------------------------------------------------------------ record parsing: fast path and fallback
+#
+# _record parses a line with the JSON scanner alone (fast path) and hands it to json.loads
+# when the scanner cannot start at column 0 or stops before the end (fallback). Both must
+# agree with json.loads on every line, or a record would be read differently than intended.
+
+_FAST = "fast"
+_FALLBACK = "fallback"
+_RECORD_LINES = [
+    pytest.param('{"k":"done","n":"N"}', _FAST, id="plain-object"),
+    pytest.param('{"k":"test","name":"caf\\u00e9 \\ud83d\\ude00","status":"passed"}', _FAST, id="unicode-escapes"),
+    pytest.param('{"k":"test","message":"\\ud800"}', _FAST, id="lone-surrogate-escape"),
+    pytest.param('{"k":"test","message":"caf\u00e9 \u2603"}', _FAST, id="raw-non-ascii"),
+    pytest.param('{"k":"test","k":"done"}', _FAST, id="duplicate-key-last-wins"),
+    pytest.param('{"k":"done","x":NaN,"y":-Infinity,"z":1e400}', _FAST, id="non-finite-numbers"),
+    pytest.param(' {"k":"done"}', _FALLBACK, id="leading-space"),
+    pytest.param('{"k":"done"}  ', _FALLBACK, id="trailing-spaces"),
+    pytest.param('\t {"k":"done"} \t', _FALLBACK, id="tabs-around"),
+    pytest.param('{"k":"done"}\r', _FALLBACK, id="trailing-cr"),
+    pytest.param(' {"k":"test","name":"\\u00e9"} ', _FALLBACK, id="whitespace-and-escape"),
+    pytest.param('{"k":"done"} x', _FALLBACK, id="extra-data"),
+    pytest.param('{"k":"done"}{"k":"done"}', _FALLBACK, id="two-objects"),
+    pytest.param("not json", _FALLBACK, id="not-json"),
+    pytest.param("   ", _FALLBACK, id="only-whitespace"),
+    pytest.param('\ufeff{"k":"done"}', _FALLBACK, id="byte-order-mark"),
+    pytest.param('\xa0{"k":"done"}', _FALLBACK, id="non-json-whitespace"),
+    pytest.param("{bad", _FAST, id="broken-object"),
+    pytest.param('{"k":"done"', _FAST, id="unterminated-object"),
+    pytest.param('{"k":"\\x"}', _FAST, id="invalid-escape"),
+    pytest.param("[1,2]", _FAST, id="array"),
+    pytest.param('"just a string"', _FAST, id="string"),
+    pytest.param("42", _FAST, id="number"),
+    pytest.param("null", _FAST, id="null"),
+    pytest.param(" true ", _FALLBACK, id="bool-with-whitespace"),
+    pytest.param("9" * 5000, _FAST, id="int-beyond-max-digits"),
+]
+
+
+def _outcome(parse: Any, line: str) -> tuple[str, str]:
+    """What a parser makes of a line: its value as canonical JSON, or that it raised ValueError."""
+    try:
+        value = parse(line)
+    except ValueError:
+        return ("raises", "ValueError")
+    return ("value", json.dumps(value, sort_keys=True))  # NaN-safe, and tells 1 from 1.0 from true
+
+
+@pytest.mark.parametrize(("line", "path"), _RECORD_LINES)
+def test_record_line_reads_as_json_loads_on_either_path(line: str, path: str) -> None:
+    """Each edge case (unicode escapes, whitespace around the line, invalid JSON, non-object
+    values) takes the path it is labelled with, and _record's outcome there is json.loads's."""
+    from sandbox.server import judge as judge_module
+
+    try:
+        _, end = judge_module._scan(line, 0)
+        taken = _FAST if end == len(line) else _FALLBACK
+    except StopIteration:
+        taken = _FALLBACK
+    except ValueError:
+        taken = _FAST  # the scanner's own error is the verdict, json.loads is never asked
+    assert taken == path
+    assert _outcome(judge_module._record, line) == _outcome(json.loads, line)
+
+
+def test_parse_records_gives_the_same_result_with_the_fast_path_disabled(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stream mixing escaped unicode, whitespace around lines, an invalid line and
+    non-object lines parses to the same records and problems when every line goes through
+    the json.loads fallback; whitespace around a line is accepted and the rest flagged."""
+    from sandbox.server import judge as judge_module
+
+    raw = "\n".join([
+        '{"k":"test","name":"caf\\u00e9 \\ud83d\\ude00","status":"passed","n":"N"}',
+        '  {"k":"test","name":"a","status":"passed","n":"N"}\t',
+        "{not json",
+        "[1, 2]",
+        '"a string"',
+        "",
+        '{"k":"done","n":"N"} ',
+    ]) + "\n"
+    fast = parse_records(raw, "N")
+
+    def no_fast_path(line: str, idx: int) -> Any:
+        raise StopIteration(idx)
+
+    monkeypatch.setattr(judge_module, "_scan", no_fast_path)
+    assert parse_records(raw, "N") == fast
+    records, problems = fast
+    assert [r.get("name") for r in records] == ["caf\u00e9 \U0001f600", "a", None]
+    assert [r["k"] for r in records] == ["test", "test", "done"]
+    assert problems == ["malformed record on the result channel"]
