@@ -66,7 +66,7 @@ def f(x):
 
 def test_fork_bomb(box: Sandbox, request: pytest.FixtureRequest) -> None:
     """A fork bomb hits the pids limit and the wall clock: TIMEOUT (an infrastructure
-    error would be a wrong verdict), within timeout + 1 s; its container is recycled and
+    error would be a wrong verdict), within timeout + 1.5 s; its container is recycled and
     no process of it survives anywhere."""
     known_bug(request, box, "runsc",
               "under runsc a fork bomb brings down the whole container: after the retry loses a second "
@@ -74,7 +74,10 @@ def test_fork_bomb(box: Sandbox, request: pytest.FixtureRequest) -> None:
     before = box.settle()
     result, elapsed = box.run(he_request(FORK_BOMB, timeout_s=3.0))
     assert result.status is Status.TIMEOUT, describe(result)
-    assert elapsed <= 4.0, f"answered after {elapsed:.1f} s"
+    # 3 s of wall clock, then the kill: the bomb's processes compete with it for the two
+    # CPUs, which on a loaded machine has taken up to 1.1 s. A kill path that waited out
+    # its grace period, or an agent that stopped answering, takes 5 s or more.
+    assert elapsed <= 4.5, f"answered after {elapsed:.1f} s"
     host_state_is_clean(box, before, recycled=True)
 
 
