@@ -19,23 +19,19 @@ embedded layout: ``FILE.server`` (the server's event-loop thread) and ``FILE.cli
 from __future__ import annotations
 
 import argparse
-import contextlib
 import cProfile
 import itertools
 import os
 import resource
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from run import served  # noqa: E402 - bench/run.py: ``sandbox serve`` as a subprocess
 
 from sandbox.client import Client  # noqa: E402
 from sandbox.domain import ExecuteRequest, RunResult, Status  # noqa: E402
@@ -77,38 +73,6 @@ def _drive(client: Client, requests: list[ExecuteRequest], window: int) -> None:
         raise SystemExit(f"{bad} of {len(requests)} runs did not pass")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextlib.contextmanager
-def _served(pool_size: int, pool_name: str) -> Iterator[tuple[int, str]]:
-    """``sandbox serve`` as a subprocess: (pid, target)."""
-    port = _free_port()
-    log = tempfile.NamedTemporaryFile(prefix="host-cost-", suffix=".log", delete=False)  # noqa: SIM115
-    env = dict(os.environ, SANDBOX_LOG_FORMAT="json")
-    cmd = [sys.executable, "-m", "sandbox.cli", "serve", "--listen", f"127.0.0.1:{port}",
-           "--pool-size", str(pool_size), "--pool-name", pool_name]
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-    try:
-        deadline = time.monotonic() + 300
-        while b'"server_serving"' not in Path(log.name).read_bytes():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"sandbox serve did not come up: {Path(log.name).read_text()[-2000:]}")
-            time.sleep(0.1)
-        yield proc.pid, f"127.0.0.1:{port}"
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        os.unlink(log.name)
-
-
 def _rounds(client: Client, args: argparse.Namespace, server_pid: int | None) -> list[tuple[float, float]]:
     """(client or whole-process ms per run, server ms per run or nan) for each round."""
     _drive(client, _requests(4 * args.pool_size, "warm"), args.window)
@@ -138,7 +102,10 @@ def main() -> int:
     configure("json", "warning")
     pool_name = f"host-cost-{os.getpid()}"
     if args.layout == "split":
-        with _served(args.pool_size, pool_name) as (pid, target), Client(target) as client:
+        with tempfile.TemporaryDirectory() as logdir, served("runc", args.pool_size, pool_name, Path(logdir)) as (
+            proc, target, _metrics
+        ), Client(target) as client:
+            pid = proc.pid
             client.wait_ready()
             figures = _rounds(client, args, pid)
     else:
