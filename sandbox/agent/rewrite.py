@@ -140,7 +140,8 @@ class _TreeRewriter(ast.NodeTransformer):
         return _at(ast.With(items=[item], body=[node]), node)
 
 
-def _plan(tree: ast.Module, first_line: int, wrap: bool) -> tuple[list[ast.Assert], list[list[ast.Compare]]]:
+def _plan(tree: ast.Module, first_line: int) -> tuple[list[ast.Assert], list[list[ast.Compare]]]:
+    """The asserts to rewrite, and for each the comparisons in it to check."""
     asserts: list[ast.Assert] = []
     _asserts(tree.body, first_line, asserts)
     compares: list[list[ast.Compare]] = []
@@ -154,7 +155,7 @@ def _plan(tree: ast.Module, first_line: int, wrap: bool) -> tuple[list[ast.Asser
 def rewrite_tree(tree: ast.Module, source_lines: list[str], first_line: int = 1,
                  wrap: bool = True) -> tuple[ast.Module, Rewritten]:
     """Rewrites the asserts of ``tree`` from ``first_line`` on (see the module's text)."""
-    asserts, compares = _plan(tree, first_line, wrap)
+    asserts, compares = _plan(tree, first_line)
     chosen = {id(c) for found in compares for c in found}
     wrapped = {id(node): i for i, node in enumerate(asserts)} if wrap else {}
     tree = _TreeRewriter(chosen, wrapped).visit(tree)
@@ -240,7 +241,7 @@ def rewrite_text(source: str, first_line: int = 1, wrap: bool = True) -> tuple[s
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         return None
     text = _Text(source)
-    asserts, compares = _plan(tree, first_line, wrap)
+    asserts, compares = _plan(tree, first_line)
     # (offset, order, characters removed, text inserted); at one offset, openings of
     # outer calls come before inner ones and closings after.
     edits: list[tuple[int, int, int, str]] = []
