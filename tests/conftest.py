@@ -30,7 +30,7 @@ from typing import Any
 import docker
 import pytest
 
-from sandbox.client import Client, Refused
+from sandbox.client import NO_RETRY, Client, Refused
 from sandbox.domain import ExecuteRequest, HumanEvalTests, RunResult
 from sandbox.limits import Limits
 from sandbox.server.app import EmbeddedServer
@@ -173,6 +173,14 @@ class Sandbox:
         started = time.monotonic()
         result = self.client.execute(request, timeout_s=rpc_timeout_s)
         return result, time.monotonic() - started
+
+    def run_once(self, request: ExecuteRequest) -> tuple[RunResult, float]:
+        """As :meth:`run`, but on a client that never retries: a hostile run is answered
+        once, from the container it ran in."""
+        with Client(self.server.target, retry=NO_RETRY) as client:
+            started = time.monotonic()
+            result = client.execute(request, timeout_s=120.0)
+            return result, time.monotonic() - started
 
     def containers(self) -> list[dict[str, Any]]:
         """Every container of this pool the engine knows, running or not (``docker ps -a``

@@ -17,15 +17,14 @@ that leaves one never leaves its container in the pool).
 from __future__ import annotations
 
 import hashlib
-import time
 import uuid
 from collections.abc import Iterator
 
 import docker
 import pytest
 
-from sandbox.client import NO_RETRY, Client
-from sandbox.domain import ExecuteRequest, RunResult, Status
+from sandbox.client import Client
+from sandbox.domain import RunResult, Status
 from sandbox.server.app import EmbeddedServer
 from tests.conftest import (
     CHECK_F,
@@ -41,17 +40,6 @@ from tests.conftest import (
 pytestmark = pytest.mark.escape
 
 FOUND_NOTHING = "def check(candidate):\n    found = candidate(None)\n    assert found == [], found\n"
-
-
-def run_once(box: Sandbox, request: ExecuteRequest) -> tuple[RunResult, float]:
-    """Runs ``request`` without client retries; returns the result and the host-measured
-    wall time."""
-    with Client(box.server.target, retry=NO_RETRY) as client:
-        started = time.monotonic()
-        result = client.execute(request, timeout_s=120.0)
-        return result, time.monotonic() - started
-
-
 
 
 @pytest.fixture(scope="module", params=["runc", pytest.param("runsc", marks=pytest.mark.runsc)])
@@ -84,10 +72,10 @@ def one_after_the_other(
     checks that both ran there and that it is still there, pristine, afterwards. Returns
     the result of ``look``."""
     (container,) = box.settle()
-    planted, _ = run_once(box, he_request(plant, plant_test, timeout_s=20.0))
+    planted, _ = box.run_once(he_request(plant, plant_test, timeout_s=20.0))
     assert planted.status is Status.PASSED, f"the planting run: {describe(planted)}"
     assert box.settle() == {container}, "the planting run's container was replaced: nothing to contaminate"
-    looked, _ = run_once(box, he_request(look, look_test, timeout_s=20.0))
+    looked, _ = box.run_once(he_request(look, look_test, timeout_s=20.0))
     assert box.settle() == {container}, "the looking run's container was replaced"
     assert_pristine(box.probe_all())
     return looked
@@ -374,11 +362,11 @@ def test_in_memory_changes_do_not_reach_the_next_run(solo: Sandbox) -> None:
     fork of the zygote, which never ran candidate code) sees none of it, and its random
     numbers are not run N's."""
     (container,) = solo.settle()
-    planted, _ = run_once(solo, he_request(PLANT_IN_MEMORY, timeout_s=20.0))
+    planted, _ = solo.run_once(he_request(PLANT_IN_MEMORY, timeout_s=20.0))
     assert planted.status is Status.PASSED, describe(planted)
     previous = next(ln.split()[1] for ln in planted.stdout.text.splitlines() if ln.startswith("RANDOM "))
     assert solo.settle() == {container}
-    looked, _ = run_once(solo, he_request(LOOK_IN_MEMORY.replace("PREVIOUS", previous), FOUND_NOTHING,
+    looked, _ = solo.run_once(he_request(LOOK_IN_MEMORY.replace("PREVIOUS", previous), FOUND_NOTHING,
                                           timeout_s=20.0))
     assert solo.settle() == {container}
     nothing_found(looked)

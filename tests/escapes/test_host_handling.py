@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-import time
 import uuid
 from collections.abc import Iterator
 
@@ -27,19 +26,10 @@ import pytest
 
 from sandbox.client import NO_RETRY, Client
 from sandbox.convert import MAX_SOURCE_BYTES
-from sandbox.domain import ExecuteRequest, RunResult, Status, TestStatus
+from sandbox.domain import ExecuteRequest, Status, TestStatus
 from tests.conftest import CHECK_F, Sandbox, assert_pristine, describe, he_request
 
 pytestmark = pytest.mark.escape
-
-
-def run_once(box: Sandbox, request: ExecuteRequest) -> tuple[RunResult, float]:
-    """Runs ``request`` without client retries; returns the result and the host-measured
-    wall time."""
-    with Client(box.server.target, retry=NO_RETRY) as client:
-        started = time.monotonic()
-        result = client.execute(request, timeout_s=120.0)
-        return result, time.monotonic() - started
 
 
 def refusal(box: Sandbox, request: ExecuteRequest) -> grpc.RpcError:
@@ -69,8 +59,6 @@ def entries_named(directory: str, token: str) -> list[str]:
         return [name for name in os.listdir(directory) if token in name]
     except FileNotFoundError:
         return []
-
-
 
 
 @pytest.fixture
@@ -166,7 +154,7 @@ def test_planted_links_fifos_and_odd_names_are_never_followed(box: Sandbox, cana
     host_tmp = set(os.listdir("/tmp"))
     program = PLANT.replace("TOKEN_VALUE", repr(token)).replace("CANARY_PATH", repr(canary))
     before = box.settle()
-    result, _ = run_once(box, he_request(program, SHOW_WRITES, timeout_s=20.0))
+    result, _ = box.run_once(he_request(program, SHOW_WRITES, timeout_s=20.0))
     assert result.status is Status.PASSED, f"{describe(result)}; {[t.message for t in result.tests]}"
     assert "\ufffd" in result.stdout.text and "\x00" in result.stdout.text, describe(result)
     assert token in result.stderr.text, describe(result)
@@ -234,7 +222,7 @@ def test_a_program_of_exactly_4_mib_is_run(box: Sandbox) -> None:
     program = _HEAD + "x" * (MAX_SOURCE_BYTES - len(_HEAD) - 1) + "\n"
     assert len(program.encode()) == MAX_SOURCE_BYTES
     before = box.settle()
-    result, _ = run_once(box, he_request(program, timeout_s=20.0))
+    result, _ = box.run_once(he_request(program, timeout_s=20.0))
     assert result.status is Status.PASSED, describe(result)
     assert [t.status for t in result.tests] == [TestStatus.PASSED]
     kept_and_pristine(box, before)
@@ -247,7 +235,7 @@ def test_odd_request_ids_are_only_keys(box: Sandbox) -> None:
     token = uuid.uuid4().hex[:10]
     request_id = f"../../../../tmp/{token}/..\\..\\\n\r\x1b[2J\u202e\x00{token}"
     before = box.settle()
-    result, _ = run_once(box, _humaneval(request_id=request_id))
+    result, _ = box.run_once(_humaneval(request_id=request_id))
     assert result.status is Status.PASSED, describe(result)
     assert not entries_named("/tmp", token), entries_named("/tmp", token)
     assert not entries_named(os.getcwd(), token), entries_named(os.getcwd(), token)

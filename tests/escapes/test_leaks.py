@@ -15,13 +15,11 @@ Targeted writes to the root filesystem, /proc/sys and the cgroup files, and the 
 from __future__ import annotations
 
 import socket
-import time
 import uuid
 
 import pytest
 
-from sandbox.client import NO_RETRY, Client
-from sandbox.domain import ExecuteRequest, RunResult, Status
+from sandbox.domain import RunResult, Status
 from sandbox.server.hardening import ALLOWED_ENV
 from tests.conftest import Sandbox, assert_pristine, describe, he_request, known_bug
 
@@ -31,22 +29,11 @@ pytestmark = pytest.mark.escape
 NOTHING_LEAKED = "def check(candidate):\n    leaked = candidate(None)\n    assert leaked == [], leaked\n"
 
 
-def run_once(box: Sandbox, request: ExecuteRequest) -> tuple[RunResult, float]:
-    """Runs ``request`` without client retries; returns the result and the host-measured
-    wall time."""
-    with Client(box.server.target, retry=NO_RETRY) as client:
-        started = time.monotonic()
-        result = client.execute(request, timeout_s=120.0)
-        return result, time.monotonic() - started
-
-
-
-
 def contained(box: Sandbox, program: str) -> RunResult:
     """Runs a program whose f returns what leaked; the run must PASS (nothing did), and
     the container is kept and pristine afterwards."""
     before = box.settle()
-    result, _ = run_once(box, he_request(program, NOTHING_LEAKED, timeout_s=20.0))
+    result, _ = box.run_once(he_request(program, NOTHING_LEAKED, timeout_s=20.0))
     assert result.status is Status.PASSED, f"{describe(result)}; leaked: {[t.message for t in result.tests]}"
     after = box.settle()
     assert after == before, f"the run's container was replaced: before {sorted(before)}, after {sorted(after)}"
@@ -66,8 +53,6 @@ def host_ipv4_addresses() -> list[str]:
         if "/32 host LOCAL" in line:
             found.add(previous.split()[-1])
     return sorted(found)
-
-
 
 
 # --------------------------------------------------------------------------- network

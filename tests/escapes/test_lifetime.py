@@ -16,27 +16,14 @@ PID 1 are in ``test_basic_escapes.py``.
 from __future__ import annotations
 
 import os
-import time
 import uuid
 
 import pytest
 
-from sandbox.client import NO_RETRY, Client
-from sandbox.domain import ExecuteRequest, RunResult, Status, TestStatus
+from sandbox.domain import Status, TestStatus
 from tests.conftest import Sandbox, describe, he_request, host_state_is_clean
 
 pytestmark = pytest.mark.escape
-
-
-def run_once(box: Sandbox, request: ExecuteRequest) -> tuple[RunResult, float]:
-    """Runs ``request`` without client retries; returns the result and the host-measured
-    wall time."""
-    with Client(box.server.target, retry=NO_RETRY) as client:
-        started = time.monotonic()
-        result = client.execute(request, timeout_s=120.0)
-        return result, time.monotonic() - started
-
-
 
 
 def host_processes_named(comm: str) -> list[str]:
@@ -68,8 +55,6 @@ import ctypes
 def _set_name(name):
     ctypes.CDLL(None).prctl(15, name.encode(), 0, 0, 0)  # PR_SET_NAME
 """
-
-
 
 
 # ------------------------------------------------------------------------ wall clock
@@ -105,7 +90,7 @@ def test_wall_clock_limit_holds_for_sleep_and_cpu(box: Sandbox, how: str) -> Non
     limit and the limit + 1 s measured on the host; the container is replaced."""
     timeout = 2.0
     before = box.settle()
-    result, elapsed = run_once(box, he_request(WAIT_FOREVER[how], timeout_s=timeout))
+    result, elapsed = box.run_once(he_request(WAIT_FOREVER[how], timeout_s=timeout))
     assert result.status is Status.TIMEOUT, describe(result)
     assert timeout - 0.05 <= elapsed <= timeout + 1.0, f"answered after {elapsed:.2f} s (limit {timeout} s)"
     host_state_is_clean(box, before, recycled=True)
@@ -135,7 +120,7 @@ def test_ignored_termination_signals_do_not_extend_the_run(box: Sandbox) -> None
     stopped at its wall clock: TIMEOUT within the limit + 1 s; the container is replaced."""
     timeout = 2.0
     before = box.settle()
-    result, elapsed = run_once(box, he_request(IGNORE_SIGNALS, timeout_s=timeout))
+    result, elapsed = box.run_once(he_request(IGNORE_SIGNALS, timeout_s=timeout))
     assert result.status is Status.TIMEOUT, describe(result)
     assert elapsed <= timeout + 1.0, f"answered after {elapsed:.2f} s (limit {timeout} s)"
     host_state_is_clean(box, before, recycled=True)
@@ -172,7 +157,7 @@ def test_threads_that_outlive_the_tests_do_not_hold_the_run(box: Sandbox) -> Non
     captured, and since threads die with their process the container stays clean and is
     kept."""
     before = box.settle()
-    result, elapsed = run_once(box, he_request(OUTLIVING_THREADS, timeout_s=10.0))
+    result, elapsed = box.run_once(he_request(OUTLIVING_THREADS, timeout_s=10.0))
     assert result.status is Status.PASSED, describe(result)
     assert [t.status for t in result.tests] == [TestStatus.PASSED]
     assert elapsed < 3.0, f"the threads held the run for {elapsed:.1f} s"
@@ -205,7 +190,7 @@ def test_pipes_held_open_by_a_background_child_do_not_hold_the_run(box: Sandbox)
     leftover process, and (runc) no process of that name remains on the host."""
     marker = process_marker()
     before = box.settle()
-    result, elapsed = run_once(box, he_request(PIPE_HOLDER.replace("MARKER", repr(marker)), timeout_s=10.0))
+    result, elapsed = box.run_once(he_request(PIPE_HOLDER.replace("MARKER", repr(marker)), timeout_s=10.0))
     assert result.status is Status.PASSED, describe(result)
     assert elapsed < 5.0, f"the held pipes kept the run for {elapsed:.1f} s"
     host_state_is_clean(box, before, recycled=True)
@@ -244,7 +229,7 @@ def test_setsid_daemon_does_not_outlive_its_run(box: Sandbox) -> None:
     (runc) no process of that name remains on the host."""
     marker = process_marker()
     before = box.settle()
-    result, elapsed = run_once(box, he_request(DAEMON.replace("MARKER", repr(marker)), timeout_s=10.0))
+    result, elapsed = box.run_once(he_request(DAEMON.replace("MARKER", repr(marker)), timeout_s=10.0))
     assert result.status is Status.PASSED, describe(result)
     assert elapsed < 5.0, f"answered after {elapsed:.1f} s"
     host_state_is_clean(box, before, recycled=True)
@@ -285,7 +270,7 @@ def test_zombies_left_by_the_run_are_reaped(sandbox: Sandbox) -> None:
     test_resources.py::test_fifty_processes_under_the_pids_limit_are_not_a_sandbox_error),
     so the outcome there says nothing about zombies."""
     before = sandbox.settle()
-    result, _ = run_once(sandbox, he_request(ZOMBIES, timeout_s=10.0))
+    result, _ = sandbox.run_once(he_request(ZOMBIES, timeout_s=10.0))
     assert result.status is Status.PASSED, describe(result)
     zombies = next(ln for ln in result.stdout.text.splitlines() if ln.startswith("ZOMBIES "))
     assert zombies == "ZOMBIES 16", describe(result)
@@ -337,6 +322,6 @@ def test_ptrace_and_memory_access_to_the_agent_and_zygote_are_denied(box: Sandbo
     program's f returns the list of what it was granted and the test wants it empty
     (PASSED); the agent and zygote serve on, so the container is kept."""
     before = box.settle()
-    result, _ = run_once(box, he_request(PTRACE, "def check(candidate):\n    assert candidate(None) == []\n"))
+    result, _ = box.run_once(he_request(PTRACE, "def check(candidate):\n    assert candidate(None) == []\n"))
     assert result.status is Status.PASSED, describe(result)
     host_state_is_clean(box, before, recycled=False)

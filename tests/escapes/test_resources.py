@@ -18,12 +18,10 @@ from __future__ import annotations
 
 import ast
 import threading
-import time
 
 import pytest
 
-from sandbox.client import NO_RETRY, Client
-from sandbox.domain import ExecuteRequest, RunResult, Status, TestStatus
+from sandbox.domain import RunResult, Status, TestStatus
 from sandbox.limits import Limits
 from tests.conftest import (
     Sandbox,
@@ -39,19 +37,6 @@ pytestmark = pytest.mark.escape
 MIB = 1024 * 1024
 # What the agent keeps of each output stream (sandbox/agent/agent.py, _CAPTURE_BYTES).
 CAPTURE_BYTES = 64 * 1024
-
-
-def run_once(box: Sandbox, request: ExecuteRequest) -> tuple[RunResult, float]:
-    """Runs ``request`` without client retries; returns the result and the host-measured
-    wall time."""
-    with Client(box.server.target, retry=NO_RETRY) as client:
-        started = time.monotonic()
-        result = client.execute(request, timeout_s=120.0)
-        return result, time.monotonic() - started
-
-
-
-
 
 
 def stdout_value(result: RunResult, tag: str) -> str:
@@ -97,8 +82,6 @@ def server_rss_bytes() -> int:
     raise AssertionError("no VmRSS in /proc/self/status")
 
 
-
-
 # ----------------------------------------------------------------------------- threads
 
 THREAD_BOMB = """
@@ -126,7 +109,7 @@ def test_thread_bomb_is_capped(box: Sandbox, request: pytest.FixtureRequest) -> 
     kept. Under runc the cap is the container's pids limit; under runsc (whose pids limit
     counts gVisor's host tasks, 512 by default) the address-space limit stops them first."""
     before = box.settle()
-    result, elapsed = run_once(box, he_request(THREAD_BOMB, timeout_s=10.0))
+    result, elapsed = box.run_once(he_request(THREAD_BOMB, timeout_s=10.0))
     assert result.status is Status.PASSED, describe(result)
     assert elapsed < 5.0, f"the thread bomb held the run for {elapsed:.1f} s"
     started = int(stdout_value(result, "THREADS").split()[0])
@@ -161,7 +144,7 @@ def test_fifty_processes_under_the_pids_limit_are_not_a_sandbox_error(
     children all reaped, the container is kept."""
     assert 50 < box.settings.container_pids
     before = box.settle()
-    result, elapsed = run_once(box, he_request(MANY_PROCESSES, timeout_s=10.0))
+    result, elapsed = box.run_once(he_request(MANY_PROCESSES, timeout_s=10.0))
     assert result.status is Status.PASSED, describe(result)
     assert elapsed < 8.0, f"answered after {elapsed:.1f} s"
     host_state_is_clean(box, before, recycled=False)
@@ -188,7 +171,7 @@ def test_memory_growth_in_one_process_is_memory_limit(box: Sandbox) -> None:
     limit_mb = 256
     before = box.settle()
     with HostMemory() as host:
-        result, elapsed = run_once(box, he_request(MEMORY_IN_ONE_PROCESS, timeout_s=8.0, memory_mb=limit_mb))
+        result, elapsed = box.run_once(he_request(MEMORY_IN_ONE_PROCESS, timeout_s=8.0, memory_mb=limit_mb))
     assert result.status is Status.MEMORY_LIMIT, describe(result)
     assert elapsed < 6.0, f"answered after {elapsed:.1f} s"
     # Other suites share this host, so the bound has slack; a missing limit would let the
@@ -240,7 +223,7 @@ def test_memory_growth_to_the_container_limit_is_memory_limit(box: Sandbox, requ
     with HostMemory() as host:
         # Generous: near the limit the cgroup reclaims page cache before it kills, which
         # takes seconds on a loaded 2-core host. A run that reaches it is TIMEOUT, not this.
-        result, _ = run_once(box, he_request(MEMORY_TO_THE_CONTAINER_LIMIT, timeout_s=20.0))
+        result, _ = box.run_once(he_request(MEMORY_TO_THE_CONTAINER_LIMIT, timeout_s=20.0))
     assert result.status is Status.MEMORY_LIMIT, describe(result)
     assert "killed by the memory limit" in result.message, describe(result)
     bound = box.settings.container_memory_mb + 1024
@@ -284,7 +267,7 @@ def test_filling_scratch_and_shm_hits_the_tmpfs_caps(box: Sandbox) -> None:
     empties both before the container serves again, so the container is kept and the next
     run in every container sees empty scratch."""
     before = box.settle()
-    result, _ = run_once(box, he_request(DISK_FILL, timeout_s=10.0))
+    result, _ = box.run_once(he_request(DISK_FILL, timeout_s=10.0))
     assert result.status is Status.PASSED, describe(result)
     report = ast.literal_eval(stdout_value(result, "FILL"))
     scratch, shm = box.settings.scratch_mb * MIB, box.settings.shm_mb * MIB
@@ -320,7 +303,7 @@ def test_inode_flood_is_scrubbed(box: Sandbox) -> None:
     not change the verdict (PASSED) nor outlive the run: the agent removes them all before
     it reports, within the report grace, and the container serves on pristine."""
     before = box.settle()
-    result, elapsed = run_once(box, he_request(INODE_FLOOD, timeout_s=5.0))
+    result, elapsed = box.run_once(he_request(INODE_FLOOD, timeout_s=5.0))
     assert result.status is Status.PASSED, describe(result)
     assert int(stdout_value(result, "FILES")) > 1000, describe(result)
     assert elapsed < 5.0 + 5.0, f"answered after {elapsed:.1f} s"
@@ -358,7 +341,7 @@ def test_output_flood_is_output_limit(box: Sandbox, stream: str) -> None:
     limit = 2 * MIB
     before = box.settle()
     rss_before = server_rss_bytes()
-    result, elapsed = run_once(box, he_request(OUTPUT_FLOOD[stream], timeout_s=10.0, max_output_bytes=limit))
+    result, elapsed = box.run_once(he_request(OUTPUT_FLOOD[stream], timeout_s=10.0, max_output_bytes=limit))
     assert result.status is Status.OUTPUT_LIMIT, describe(result)
     assert elapsed < 3.0, f"answered after {elapsed:.1f} s"
     total = result.stdout.total_bytes + result.stderr.total_bytes
@@ -402,7 +385,7 @@ def test_descriptor_exhaustion_stops_at_the_run_limit(box: Sandbox) -> None:
     RLIMIT_NOFILE (EMFILE, no descriptor numbered at or above it) and the limit cannot be
     raised; the program goes on and PASSES, and the container (agent untouched) is kept."""
     before = box.settle()
-    result, _ = run_once(box, he_request(FD_EXHAUSTION, timeout_s=10.0))
+    result, _ = box.run_once(he_request(FD_EXHAUSTION, timeout_s=10.0))
     assert result.status is Status.PASSED, describe(result)
     count, highest, err, soft, hard, raised = stdout_value(result, "FDS").split()
     limit = Limits().open_files
@@ -442,7 +425,7 @@ def test_huge_file_stops_at_the_file_size_limit(box: Sandbox, default_action: bo
     kept."""
     before = box.settle()
     program = HUGE_FILE.replace("DEFAULT_ACTION", repr(default_action))
-    result, _ = run_once(box, he_request(program, timeout_s=10.0))
+    result, _ = box.run_once(he_request(program, timeout_s=10.0))
     limit = Limits().file_size_mb * MIB
     if default_action:
         assert result.status is Status.EARLY_EXIT, describe(result)
