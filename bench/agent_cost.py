@@ -27,7 +27,7 @@ from sandbox.humaneval import build_request, read_problems  # noqa: E402
 from sandbox.limits import Limits  # noqa: E402
 from sandbox.server.backend import DockerBackend  # noqa: E402
 from sandbox.server.image import ensure_image  # noqa: E402
-from sandbox.server.jobs import prepare  # noqa: E402
+from sandbox.server.jobs import PYTHON_MAGIC, prepare  # noqa: E402
 from sandbox.server.metrics import Metrics  # noqa: E402
 from sandbox.server.pool import Container, Pool  # noqa: E402
 from sandbox.server.settings import Settings  # noqa: E402
@@ -82,7 +82,7 @@ async def _measure(containers: int, passes: int, rounds: int) -> list[dict[str, 
         async def stream(container: Container) -> None:
             nonlocal unclean
             for request in requests:
-                job, _ = prepare(request)
+                job, _ = prepare(request, container.bytecode == PYTHON_MAGIC)
                 facts = await container.run(job, request.id, 60)
                 if not facts.get("clean") or facts.get("anomaly"):
                     unclean += 1

@@ -25,7 +25,7 @@ from sandbox.humaneval import build_request, read_problems  # noqa: E402
 from sandbox.limits import Limits  # noqa: E402
 from sandbox.server.backend import DockerBackend  # noqa: E402
 from sandbox.server.image import ensure_image  # noqa: E402
-from sandbox.server.jobs import prepare  # noqa: E402
+from sandbox.server.jobs import PYTHON_MAGIC, prepare  # noqa: E402
 from sandbox.server.metrics import Metrics  # noqa: E402
 from sandbox.server.pool import Pool  # noqa: E402
 from sandbox.server.settings import Settings  # noqa: E402
@@ -63,8 +63,10 @@ async def _measure(runs: int) -> dict[str, float]:
     try:
         container = await pool.acquire()
         try:
-            async def cpu_of(request: ExecuteRequest) -> tuple[float, dict]:
-                job, _ = prepare(request)
+            compiled = container.bytecode == PYTHON_MAGIC  # as the server decides
+
+            async def cpu_of(request: ExecuteRequest, host_compiles: bool = compiled) -> tuple[float, dict]:
+                job, _ = prepare(request, host_compiles)
                 facts = await container.run(job, request.id, 60)
                 return float(facts["cpu_s"]) * 1000, facts
 
@@ -73,6 +75,10 @@ async def _measure(runs: int) -> dict[str, float]:
                 costs = [(await cpu_of(r))[0] for r in requests]
                 figures[f"{name} child CPU median ms"] = statistics.median(costs)
                 figures[f"{name} child CPU mean ms"] = statistics.fmean(costs)
+            if compiled:  # canonical runs, test part compiled by the host or in the child, alternately
+                pairs = [((await cpu_of(r, True))[0], (await cpu_of(r, False))[0]) for r in canonical * 2]
+                figures["canonical, tests compiled by the host, mean ms"] = statistics.fmean(a for a, _ in pairs)
+                figures["canonical, tests compiled in the child, mean ms"] = statistics.fmean(b for _, b in pairs)
             _, facts = await cpu_of(floor_req)
             line = next(ln for ln in facts["stdout"]["text"].splitlines() if ln.startswith("FLOOR "))
             figures["bare fork+exit floor ms"] = float(line.split()[1])

@@ -825,12 +825,17 @@ def main() -> None:
                 continue
             op = frame.get("op")
             if op == "hello":
+                import importlib.util  # here, after the zygote is forked without it
+
                 write_frame(
                     1,
                     {
                         "op": "ready",
                         "protocol": PROTOCOL_VERSION,
                         "posture": posture(),
+                        # The bytecode format of the runs' Python: a host with the same
+                        # one sends test code compiled.
+                        "bytecode": importlib.util.MAGIC_NUMBER.hex(),
                         "clean": agent.scrub_all() and not agent.others(),
                     },
                 )

@@ -38,8 +38,10 @@ from __future__ import annotations
 
 import ast
 import base64
+import binascii
 import builtins
 import json
+import marshal
 import operator
 import os
 import signal
@@ -444,8 +446,8 @@ def _compile_rewritten(rec: _Recorder, source: str, first_line: int, prepared: d
         # so an annotation naming an unimported type raises NameError there).
         head = compile("\n".join(lines[: first_line - 1]) + "\n", "<string>", "exec", dont_inherit=True)
         if prepared is not None:
-            tail = compile(blank + prepared["text"], "<string>", "exec", dont_inherit=True)
             shift = first_line - 1
+            tail = _prepared_code(prepared, "<string>", shift)
             described = describe([(a + shift, b + shift) for a, b in prepared["spans"]], lines, first_line)
         else:
             tree = ast.parse(blank + "\n".join(lines[first_line - 1 :]), filename="<string>")
@@ -463,6 +465,35 @@ def _compile_rewritten(rec: _Recorder, source: str, first_line: int, prepared: d
     rec.set_tests(described.sources, described.lines)
     rec.set_asserts(described.spans, _code_objects(tail, set()))
     return codes
+
+
+def _prepared_code(prepared: dict, filename: str, shift: int = 0) -> types.CodeType:
+    """The rewritten test part's code, its lines moved down by ``shift``.
+
+    The host compiles the text once per problem when it runs this same Python (the
+    ``code`` of ``prepared``: marshal, in base64): unmarshalling it in a freshly forked
+    process costs a fraction of compiling it there, which allocates and so copies
+    pages. Otherwise, or if it does not load, the text compiles here. A shift means
+    what blank lines in front of the text would.
+    """
+    data = prepared.get("code")
+    if data is not None:
+        try:
+            # The host wrote these bytes, and no program has run yet in this process.
+            code = marshal.loads(binascii.a2b_base64(data))  # noqa: S302
+        except (ValueError, EOFError, TypeError, binascii.Error):
+            code = None
+        if type(code) is types.CodeType and code.co_filename == filename:
+            return _shift_lines(code, shift) if shift else code
+    return compile("\n" * shift + prepared["text"], filename, "exec", dont_inherit=True)
+
+
+def _shift_lines(code: types.CodeType, shift: int) -> types.CodeType:
+    """``code`` as if compiled ``shift`` lines further down: each code object's line
+    table counts from its first line, so moving that moves every position (all but
+    the module's invisible RESUME at line 0)."""
+    consts = tuple(_shift_lines(c, shift) if type(c) is types.CodeType else c for c in code.co_consts)
+    return code.replace(co_firstlineno=code.co_firstlineno + shift, co_consts=consts)
 
 
 def _exec(rec: _Recorder, code: object, namespace: dict) -> bool:
@@ -699,21 +730,27 @@ def _run_test_module(job: dict, rec: _Recorder) -> None:
     code = _compile_program(rec, job["program"], "solution.py")
     if code is None:
         return
+    # The tests are compiled before the program runs, when nothing in this process can
+    # have replaced the tools that build them (a failure is still reported after the
+    # program's own errors, as before).
+    compile_error: BaseException | None = None
+    try:
+        tests = module_tests(job["test"])
+        prepared = job.get("tests_rewritten")
+        if prepared is not None:
+            test_code = _prepared_code(prepared, "test_solution.py")
+        else:
+            tree, _ = rewrite_tree(ast.parse(job["test"]), job["test"].split("\n"), wrap=False)
+            test_code = compile(tree, "test_solution.py", "exec", dont_inherit=True)
+    except BaseException as exc:  # noqa: BLE001
+        compile_error = exc
     module = types.ModuleType("solution")
     module.__file__ = "solution.py"
     sys.modules["solution"] = module
     if not _exec(rec, code, module.__dict__):
         return
-    try:
-        tests = module_tests(job["test"])
-        prepared = job.get("tests_rewritten")
-        if prepared is not None:
-            test_code = compile(prepared["text"], "test_solution.py", "exec", dont_inherit=True)
-        else:
-            tree, _ = rewrite_tree(ast.parse(job["test"]), job["test"].split("\n"), wrap=False)
-            test_code = compile(tree, "test_solution.py", "exec", dont_inherit=True)
-    except BaseException as exc:  # noqa: BLE001
-        rec.error("compile", exc, compile_detail=True)
+    if compile_error is not None:
+        rec.error("compile", compile_error, compile_detail=True)
         return
     namespace = dict(module.__dict__)
     namespace["__name__"] = "test_solution"
@@ -787,7 +824,10 @@ def warm_up(times: int = 64) -> None:
     (and so copy) those pages.
     """
     done = rewrite_text(f"{_WARM_UP_TEST}\ncheck(f)")
-    prepared = None if done is None else {"text": done[0], "spans": done[1]}
+    prepared = None
+    if done is not None:  # as the host sends it, compiled (this is the same Python)
+        code = marshal.dumps(compile(done[0], "<string>", "exec", dont_inherit=True))
+        prepared = {"text": done[0], "spans": done[1], "code": binascii.b2a_base64(code, newline=False).decode()}
     job = {"program": _WARM_UP_PROGRAM, "test": _WARM_UP_TEST, "entry_point": "f", "nonce": "warm-up",
            "tests_rewritten": prepared}
     sink = os.open(os.devnull, os.O_WRONLY)

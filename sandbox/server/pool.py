@@ -43,14 +43,16 @@ _SWEEP_S = 5.0
 class Container:
     """One pool container and its agent channel."""
 
-    __slots__ = ("id", "name", "channel", "runs", "lost")
+    __slots__ = ("id", "name", "channel", "runs", "lost", "bytecode")
 
-    def __init__(self, container_id: str, name: str, channel: Channel) -> None:
+    def __init__(self, container_id: str, name: str, channel: Channel, bytecode: str = "") -> None:
         self.id = container_id
         self.name = name
         self.channel = channel
         self.runs = 0
         self.lost = False
+        self.bytecode = bytecode
+        """The bytecode format of the container's Python, as its agent reported it."""
 
     async def run(self, job: dict[str, Any], request_id: str, timeout_s: float) -> dict[str, Any]:
         """Sends one job and waits for its report.
@@ -377,6 +379,6 @@ class Pool:
             await self._remove(container_id)
             raise
         log.debug("container_ready", container_id=container_id[:12])
-        container = Container(container_id, name, channel)
+        container = Container(container_id, name, channel, str(ready.get("bytecode") or ""))
         channel.on_lost(lambda: self._lost(container))
         return container

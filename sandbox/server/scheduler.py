@@ -28,7 +28,7 @@ from sandbox.errors import (
     InfrastructureError,
     OverloadedError,
 )
-from sandbox.server.jobs import prepare
+from sandbox.server.jobs import PYTHON_MAGIC, prepare
 from sandbox.server.judge import judge, sandbox_error
 from sandbox.server.logs import enabled, get_logger
 from sandbox.server.metrics import Metrics
@@ -127,7 +127,7 @@ class Scheduler:
         self.metrics.in_flight.inc()
         started = time.monotonic()
         released = False
-        job, expect = prepare(request)
+        job, expect = prepare(request, container.bytecode == PYTHON_MAGIC)
         # bind/reset rather than bound_contextvars(): the same binding without its copy of
         # the whole context on entry, for every run.
         tokens = structlog.contextvars.bind_contextvars(request_id=request.id, container_id=container.id[:12])

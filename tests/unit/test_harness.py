@@ -11,21 +11,25 @@ import pytest
 from sandbox.agent import harness
 from sandbox.server.jobs import _rewritten
 
-# Every test here runs both ways the child can get its rewritten asserts: from the
-# host's rewritten text (what a request normally brings), and from the syntax tree.
-_PREPARED = [True]
+# Every test here runs each way the child can get its rewritten asserts: compiled by
+# the host (what a request normally brings when host and container run the same
+# Python), as the host's rewritten text, and from the syntax tree.
+_PATH = ["host-compiled"]
 
 
-@pytest.fixture(autouse=True, params=["host-rewritten", "child-rewritten"])
+@pytest.fixture(autouse=True, params=["host-compiled", "host-rewritten", "child-rewritten"])
 def _rewrite_path(request: pytest.FixtureRequest) -> Any:
-    _PREPARED[0] = request.param == "host-rewritten"
+    _PATH[0] = request.param
     yield
-    _PREPARED[0] = True
+    _PATH[0] = "host-compiled"
 
 
 def run(program: str, test: str, entry: str = "f", stop: bool = False) -> list[dict[str, Any]]:
     r, w = os.pipe()
-    prepared = _rewritten(f"{test}\ncheck({entry})") if _PREPARED[0] else None
+    prepared = None
+    if _PATH[0] != "child-rewritten":
+        prepared = _rewritten(f"{test}\ncheck({entry})", compiled=_PATH[0] == "host-compiled")
+        assert prepared is not None and ("code" in prepared) == (_PATH[0] == "host-compiled")
     try:
         harness.run_job({"program": program, "test": test, "entry_point": entry, "stop_at_first_failure": stop,
                          "tests_rewritten": prepared}, w)

