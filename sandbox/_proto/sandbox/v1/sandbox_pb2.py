@@ -24,47 +24,47 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18sandbox/v1/sandbox.proto\x12\nsandbox.v1\"\xd6\x02\n\x0e\x45xecuteRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07program\x18\x02 \x01(\t\x12\"\n\x06limits\x18\x03 \x01(\x0b\x32\x12.sandbox.v1.Limits\x12\x12\n\ndeadline_s\x18\x04 \x01(\x01\x12/\n\thumaneval\x18\n \x01(\x0b\x32\x1a.sandbox.v1.HumanEvalTestsH\x00\x12*\n\x07\x61sserts\x18\x0b \x01(\x0b\x32\x17.sandbox.v1.AssertTestsH\x00\x12\'\n\x08io_cases\x18\x0c \x01(\x0b\x32\x13.sandbox.v1.IoTestsH\x00\x12+\n\ncall_cases\x18\r \x01(\x0b\x32\x15.sandbox.v1.CallTestsH\x00\x12.\n\x0btest_module\x18\x0e \x01(\x0b\x32\x17.sandbox.v1.ModuleTestsH\x00\x42\x0c\n\ntest_suite\"R\n\x0eHumanEvalTests\x12\x0c\n\x04test\x18\x01 \x01(\t\x12\x13\n\x0b\x65ntry_point\x18\x02 \x01(\t\x12\x1d\n\x15stop_at_first_failure\x18\x03 \x01(\x08\"=\n\x0b\x41ssertTests\x12\x0f\n\x07\x61sserts\x18\x01 \x03(\t\x12\x1d\n\x15stop_at_first_failure\x18\x02 \x01(\x08\"\x87\x01\n\x07IoTests\x12!\n\x05\x63\x61ses\x18\x01 \x03(\x0b\x32\x12.sandbox.v1.IoCase\x12(\n\x07\x63ompare\x18\x02 \x01(\x0e\x32\x17.sandbox.v1.CompareMode\x12\x17\n\x0f\x66loat_tolerance\x18\x03 \x01(\x01\x12\x16\n\x0e\x63\x61se_timeout_s\x18\x04 \x01(\x01\">\n\x06IoCase\x12\r\n\x05stdin\x18\x01 \x01(\t\x12\x17\n\x0f\x65xpected_stdout\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\"v\n\tCallTests\x12\x13\n\x0b\x65ntry_point\x18\x01 \x01(\t\x12#\n\x05\x63\x61ses\x18\x02 \x03(\x0b\x32\x14.sandbox.v1.CallCase\x12\x17\n\x0f\x66loat_tolerance\x18\x03 \x01(\x01\x12\x16\n\x0e\x63\x61se_timeout_s\x18\x04 \x01(\x01\"W\n\x08\x43\x61llCase\x12\x11\n\targs_json\x18\x01 \x01(\t\x12\x13\n\x0bkwargs_json\x18\x02 \x01(\t\x12\x15\n\rexpected_json\x18\x03 \x01(\t\x12\x0c\n\x04name\x18\x04 \x01(\t\"<\n\x0bModuleTests\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\x1d\n\x15stop_at_first_failure\x18\x02 \x01(\x08\"H\n\x06Limits\x12\x11\n\ttimeout_s\x18\x01 \x01(\x01\x12\x11\n\tmemory_mb\x18\x02 \x01(\r\x12\x18\n\x10max_output_bytes\x18\x03 \x01(\x04\"\x9a\x01\n\nTestResult\x12\x0c\n\x04name\x18\x01 \x01(\t\x12&\n\x06status\x18\x02 \x01(\x0e\x32\x16.sandbox.v1.TestStatus\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x11\n\ttraceback\x18\x04 \x01(\t\x12\x12\n\nduration_s\x18\x05 \x01(\x01\x12\x0e\n\x06source\x18\x06 \x01(\t\x12\x0e\n\x06\x61\x63tual\x18\x07 \x01(\t\">\n\x06Output\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x11\n\ttruncated\x18\x02 \x01(\x08\x12\x13\n\x0btotal_bytes\x18\x03 \x01(\x04\"\xff\x01\n\x06Result\x12\"\n\x06status\x18\x01 \x01(\x0e\x32\x12.sandbox.v1.Status\x12%\n\x05tests\x18\x02 \x03(\x0b\x32\x16.sandbox.v1.TestResult\x12\"\n\x06stdout\x18\x03 \x01(\x0b\x32\x12.sandbox.v1.Output\x12\"\n\x06stderr\x18\x04 \x01(\x0b\x32\x12.sandbox.v1.Output\x12\x12\n\nduration_s\x18\x05 \x01(\x01\x12\x19\n\x11human_eval_result\x18\x06 \x01(\t\x12\x0f\n\x07message\x18\x07 \x01(\t\x12\x0f\n\x07runtime\x18\x08 \x01(\t\x12\x11\n\ttampering\x18\t \x03(\t\"c\n\x0f\x45xecuteResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\"\n\x06result\x18\x02 \x01(\x0b\x32\x12.sandbox.v1.Result\x12 \n\x05\x65rror\x18\x03 \x01(\x0b\x32\x11.sandbox.v1.Error\"&\n\x05\x45rror\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t*Z\n\x0b\x43ompareMode\x12\x16\n\x12\x43OMPARE_MODE_EXACT\x10\x00\x12\x1b\n\x17\x43OMPARE_MODE_WHITESPACE\x10\x01\x12\x16\n\x12\x43OMPARE_MODE_FLOAT\x10\x02*\xf1\x01\n\x06Status\x12\x16\n\x12STATUS_UNSPECIFIED\x10\x00\x12\x11\n\rSTATUS_PASSED\x10\x01\x12\x11\n\rSTATUS_FAILED\x10\x02\x12\x18\n\x14STATUS_RUNTIME_ERROR\x10\x03\x12\x18\n\x14STATUS_COMPILE_ERROR\x10\x04\x12\x12\n\x0eSTATUS_TIMEOUT\x10\x05\x12\x17\n\x13STATUS_MEMORY_LIMIT\x10\x06\x12\x17\n\x13STATUS_OUTPUT_LIMIT\x10\x07\x12\x15\n\x11STATUS_EARLY_EXIT\x10\x08\x12\x18\n\x14STATUS_SANDBOX_ERROR\x10\t*\xbb\x01\n\nTestStatus\x12\x1b\n\x17TEST_STATUS_UNSPECIFIED\x10\x00\x12\x16\n\x12TEST_STATUS_PASSED\x10\x01\x12\x16\n\x12TEST_STATUS_FAILED\x10\x02\x12\x15\n\x11TEST_STATUS_ERROR\x10\x03\x12\x17\n\x13TEST_STATUS_SKIPPED\x10\x04\x12\x17\n\x13TEST_STATUS_TIMEOUT\x10\x05\x12\x17\n\x13TEST_STATUS_MISSING\x10\x06\x32\x9b\x01\n\x07Sandbox\x12\x42\n\x07\x45xecute\x12\x1a.sandbox.v1.ExecuteRequest\x1a\x1b.sandbox.v1.ExecuteResponse\x12L\n\rExecuteStream\x12\x1a.sandbox.v1.ExecuteRequest\x1a\x1b.sandbox.v1.ExecuteResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18sandbox/v1/sandbox.proto\x12\nsandbox.v1\"\xd6\x02\n\x0e\x45xecuteRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07program\x18\x02 \x01(\t\x12\"\n\x06limits\x18\x03 \x01(\x0b\x32\x12.sandbox.v1.Limits\x12\x12\n\ndeadline_s\x18\x04 \x01(\x01\x12/\n\thumaneval\x18\n \x01(\x0b\x32\x1a.sandbox.v1.HumanEvalTestsH\x00\x12*\n\x07\x61sserts\x18\x0b \x01(\x0b\x32\x17.sandbox.v1.AssertTestsH\x00\x12\'\n\x08io_cases\x18\x0c \x01(\x0b\x32\x13.sandbox.v1.IoTestsH\x00\x12+\n\ncall_cases\x18\r \x01(\x0b\x32\x15.sandbox.v1.CallTestsH\x00\x12.\n\x0btest_module\x18\x0e \x01(\x0b\x32\x17.sandbox.v1.ModuleTestsH\x00\x42\x0c\n\ntest_suite\"u\n\x0eHumanEvalTests\x12\x0c\n\x04test\x18\x01 \x01(\t\x12\x13\n\x0b\x65ntry_point\x18\x02 \x01(\t\x12\x1d\n\x15stop_at_first_failure\x18\x03 \x01(\x08\x12!\n\x19without_reliability_guard\x18\x04 \x01(\x08\"=\n\x0b\x41ssertTests\x12\x0f\n\x07\x61sserts\x18\x01 \x03(\t\x12\x1d\n\x15stop_at_first_failure\x18\x02 \x01(\x08\"\x87\x01\n\x07IoTests\x12!\n\x05\x63\x61ses\x18\x01 \x03(\x0b\x32\x12.sandbox.v1.IoCase\x12(\n\x07\x63ompare\x18\x02 \x01(\x0e\x32\x17.sandbox.v1.CompareMode\x12\x17\n\x0f\x66loat_tolerance\x18\x03 \x01(\x01\x12\x16\n\x0e\x63\x61se_timeout_s\x18\x04 \x01(\x01\">\n\x06IoCase\x12\r\n\x05stdin\x18\x01 \x01(\t\x12\x17\n\x0f\x65xpected_stdout\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\"v\n\tCallTests\x12\x13\n\x0b\x65ntry_point\x18\x01 \x01(\t\x12#\n\x05\x63\x61ses\x18\x02 \x03(\x0b\x32\x14.sandbox.v1.CallCase\x12\x17\n\x0f\x66loat_tolerance\x18\x03 \x01(\x01\x12\x16\n\x0e\x63\x61se_timeout_s\x18\x04 \x01(\x01\"W\n\x08\x43\x61llCase\x12\x11\n\targs_json\x18\x01 \x01(\t\x12\x13\n\x0bkwargs_json\x18\x02 \x01(\t\x12\x15\n\rexpected_json\x18\x03 \x01(\t\x12\x0c\n\x04name\x18\x04 \x01(\t\"<\n\x0bModuleTests\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\x1d\n\x15stop_at_first_failure\x18\x02 \x01(\x08\"H\n\x06Limits\x12\x11\n\ttimeout_s\x18\x01 \x01(\x01\x12\x11\n\tmemory_mb\x18\x02 \x01(\r\x12\x18\n\x10max_output_bytes\x18\x03 \x01(\x04\"\x9a\x01\n\nTestResult\x12\x0c\n\x04name\x18\x01 \x01(\t\x12&\n\x06status\x18\x02 \x01(\x0e\x32\x16.sandbox.v1.TestStatus\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x11\n\ttraceback\x18\x04 \x01(\t\x12\x12\n\nduration_s\x18\x05 \x01(\x01\x12\x0e\n\x06source\x18\x06 \x01(\t\x12\x0e\n\x06\x61\x63tual\x18\x07 \x01(\t\">\n\x06Output\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x11\n\ttruncated\x18\x02 \x01(\x08\x12\x13\n\x0btotal_bytes\x18\x03 \x01(\x04\"\xff\x01\n\x06Result\x12\"\n\x06status\x18\x01 \x01(\x0e\x32\x12.sandbox.v1.Status\x12%\n\x05tests\x18\x02 \x03(\x0b\x32\x16.sandbox.v1.TestResult\x12\"\n\x06stdout\x18\x03 \x01(\x0b\x32\x12.sandbox.v1.Output\x12\"\n\x06stderr\x18\x04 \x01(\x0b\x32\x12.sandbox.v1.Output\x12\x12\n\nduration_s\x18\x05 \x01(\x01\x12\x19\n\x11human_eval_result\x18\x06 \x01(\t\x12\x0f\n\x07message\x18\x07 \x01(\t\x12\x0f\n\x07runtime\x18\x08 \x01(\t\x12\x11\n\ttampering\x18\t \x03(\t\"c\n\x0f\x45xecuteResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\"\n\x06result\x18\x02 \x01(\x0b\x32\x12.sandbox.v1.Result\x12 \n\x05\x65rror\x18\x03 \x01(\x0b\x32\x11.sandbox.v1.Error\"&\n\x05\x45rror\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t*Z\n\x0b\x43ompareMode\x12\x16\n\x12\x43OMPARE_MODE_EXACT\x10\x00\x12\x1b\n\x17\x43OMPARE_MODE_WHITESPACE\x10\x01\x12\x16\n\x12\x43OMPARE_MODE_FLOAT\x10\x02*\xf1\x01\n\x06Status\x12\x16\n\x12STATUS_UNSPECIFIED\x10\x00\x12\x11\n\rSTATUS_PASSED\x10\x01\x12\x11\n\rSTATUS_FAILED\x10\x02\x12\x18\n\x14STATUS_RUNTIME_ERROR\x10\x03\x12\x18\n\x14STATUS_COMPILE_ERROR\x10\x04\x12\x12\n\x0eSTATUS_TIMEOUT\x10\x05\x12\x17\n\x13STATUS_MEMORY_LIMIT\x10\x06\x12\x17\n\x13STATUS_OUTPUT_LIMIT\x10\x07\x12\x15\n\x11STATUS_EARLY_EXIT\x10\x08\x12\x18\n\x14STATUS_SANDBOX_ERROR\x10\t*\xbb\x01\n\nTestStatus\x12\x1b\n\x17TEST_STATUS_UNSPECIFIED\x10\x00\x12\x16\n\x12TEST_STATUS_PASSED\x10\x01\x12\x16\n\x12TEST_STATUS_FAILED\x10\x02\x12\x15\n\x11TEST_STATUS_ERROR\x10\x03\x12\x17\n\x13TEST_STATUS_SKIPPED\x10\x04\x12\x17\n\x13TEST_STATUS_TIMEOUT\x10\x05\x12\x17\n\x13TEST_STATUS_MISSING\x10\x06\x32\x9b\x01\n\x07Sandbox\x12\x42\n\x07\x45xecute\x12\x1a.sandbox.v1.ExecuteRequest\x1a\x1b.sandbox.v1.ExecuteResponse\x12L\n\rExecuteStream\x12\x1a.sandbox.v1.ExecuteRequest\x1a\x1b.sandbox.v1.ExecuteResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'sandbox.v1.sandbox_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_COMPAREMODE']._serialized_start=1699
-  _globals['_COMPAREMODE']._serialized_end=1789
-  _globals['_STATUS']._serialized_start=1792
-  _globals['_STATUS']._serialized_end=2033
-  _globals['_TESTSTATUS']._serialized_start=2036
-  _globals['_TESTSTATUS']._serialized_end=2223
+  _globals['_COMPAREMODE']._serialized_start=1734
+  _globals['_COMPAREMODE']._serialized_end=1824
+  _globals['_STATUS']._serialized_start=1827
+  _globals['_STATUS']._serialized_end=2068
+  _globals['_TESTSTATUS']._serialized_start=2071
+  _globals['_TESTSTATUS']._serialized_end=2258
   _globals['_EXECUTEREQUEST']._serialized_start=41
   _globals['_EXECUTEREQUEST']._serialized_end=383
   _globals['_HUMANEVALTESTS']._serialized_start=385
-  _globals['_HUMANEVALTESTS']._serialized_end=467
-  _globals['_ASSERTTESTS']._serialized_start=469
-  _globals['_ASSERTTESTS']._serialized_end=530
-  _globals['_IOTESTS']._serialized_start=533
-  _globals['_IOTESTS']._serialized_end=668
-  _globals['_IOCASE']._serialized_start=670
-  _globals['_IOCASE']._serialized_end=732
-  _globals['_CALLTESTS']._serialized_start=734
-  _globals['_CALLTESTS']._serialized_end=852
-  _globals['_CALLCASE']._serialized_start=854
-  _globals['_CALLCASE']._serialized_end=941
-  _globals['_MODULETESTS']._serialized_start=943
-  _globals['_MODULETESTS']._serialized_end=1003
-  _globals['_LIMITS']._serialized_start=1005
-  _globals['_LIMITS']._serialized_end=1077
-  _globals['_TESTRESULT']._serialized_start=1080
-  _globals['_TESTRESULT']._serialized_end=1234
-  _globals['_OUTPUT']._serialized_start=1236
-  _globals['_OUTPUT']._serialized_end=1298
-  _globals['_RESULT']._serialized_start=1301
-  _globals['_RESULT']._serialized_end=1556
-  _globals['_EXECUTERESPONSE']._serialized_start=1558
-  _globals['_EXECUTERESPONSE']._serialized_end=1657
-  _globals['_ERROR']._serialized_start=1659
-  _globals['_ERROR']._serialized_end=1697
-  _globals['_SANDBOX']._serialized_start=2226
-  _globals['_SANDBOX']._serialized_end=2381
+  _globals['_HUMANEVALTESTS']._serialized_end=502
+  _globals['_ASSERTTESTS']._serialized_start=504
+  _globals['_ASSERTTESTS']._serialized_end=565
+  _globals['_IOTESTS']._serialized_start=568
+  _globals['_IOTESTS']._serialized_end=703
+  _globals['_IOCASE']._serialized_start=705
+  _globals['_IOCASE']._serialized_end=767
+  _globals['_CALLTESTS']._serialized_start=769
+  _globals['_CALLTESTS']._serialized_end=887
+  _globals['_CALLCASE']._serialized_start=889
+  _globals['_CALLCASE']._serialized_end=976
+  _globals['_MODULETESTS']._serialized_start=978
+  _globals['_MODULETESTS']._serialized_end=1038
+  _globals['_LIMITS']._serialized_start=1040
+  _globals['_LIMITS']._serialized_end=1112
+  _globals['_TESTRESULT']._serialized_start=1115
+  _globals['_TESTRESULT']._serialized_end=1269
+  _globals['_OUTPUT']._serialized_start=1271
+  _globals['_OUTPUT']._serialized_end=1333
+  _globals['_RESULT']._serialized_start=1336
+  _globals['_RESULT']._serialized_end=1591
+  _globals['_EXECUTERESPONSE']._serialized_start=1593
+  _globals['_EXECUTERESPONSE']._serialized_end=1692
+  _globals['_ERROR']._serialized_start=1694
+  _globals['_ERROR']._serialized_end=1732
+  _globals['_SANDBOX']._serialized_start=2261
+  _globals['_SANDBOX']._serialized_end=2416
 # @@protoc_insertion_point(module_scope)

