@@ -147,6 +147,9 @@ class _Batch:
         self.in_flight: dict[str, ExecuteRequest] = {}
         self.retry: list[tuple[float, ExecuteRequest]] = []
         self.attempts: dict[str, int] = {}
+        self.messages: dict[str, pb.ExecuteRequest] = {}
+        self.local: list[tuple[str, Outcome]] = []
+        """Answers given here, without a server: requests that cannot be sent at all."""
         self.exhausted = False
 
     def next_due(self, now: float) -> ExecuteRequest | None:
@@ -155,13 +158,29 @@ class _Batch:
             if when <= now:
                 del self.retry[i]
                 return self._sent(req)
-        if self.exhausted:
-            return None
-        try:
-            return self._sent(next(self.fresh))
-        except StopIteration:
-            self.exhausted = True
-            return None
+        while not self.exhausted:
+            try:
+                req = next(self.fresh)
+            except StopIteration:
+                self.exhausted = True
+                return None
+            try:
+                # Converted once, here, for every try: a string protobuf cannot encode
+                # (a lone surrogate) is this request's refusal, not the stream's failure.
+                self.messages[req.id] = request_to_pb(req)
+            except (UnicodeEncodeError, ValueError) as exc:
+                self.local.append((req.id, Refused(grpc.StatusCode.INVALID_ARGUMENT,
+                                                   f"the request cannot be encoded for the wire: {exc}")))
+                continue
+            return self._sent(req)
+        return None
+
+    def message(self, req: ExecuteRequest) -> pb.ExecuteRequest:
+        return self.messages[req.id]
+
+    def take_local(self) -> list[tuple[str, Outcome]]:
+        taken, self.local = self.local, []
+        return taken
 
     def _sent(self, req: ExecuteRequest) -> ExecuteRequest:
         self.in_flight[req.id] = req
@@ -176,6 +195,7 @@ class _Batch:
         if retryable(outcome) and self.attempts[rid] < self.policy.max_attempts:
             self.retry.append((time.monotonic() + self.policy.backoff(self.attempts[rid]), req))
             return None
+        self.messages.pop(rid, None)
         return outcome
 
     def broken(self, ids: Iterable[str], refusal: Refused) -> list[tuple[str, Outcome]]:
@@ -190,7 +210,7 @@ class _Batch:
 
     @property
     def done(self) -> bool:
-        return self.exhausted and not self.in_flight and not self.retry
+        return self.exhausted and not self.in_flight and not self.retry and not self.local
 
     def next_retry_due(self) -> bool:
         """A retry can be sent now."""
@@ -305,8 +325,11 @@ class Client(_Backends):
             """One backend's streams, one after another until the batch is done."""
             while not stop.is_set():
                 with lock:
-                    if batch.done:
+                    local = batch.take_local()
+                    if batch.done and not local:
                         return
+                yield from local
+                with lock:
                     if batch.exhausted and not batch.next_retry_due():
                         lock.wait(min(0.2, batch.wait_s() or 0.2))
                         continue
@@ -373,7 +396,8 @@ class Client(_Backends):
                         lock.wait(0.02)
                         continue
                     mine.add(req.id)
-                yield request_to_pb(req)
+                    message = batch.message(req)
+                yield message
 
         call = stub.ExecuteStream(feed())
         try:
@@ -381,9 +405,11 @@ class Client(_Backends):
                 with lock:
                     mine.discard(response.id)
                     final = batch.answered(response.id, _outcome(response))
+                    local = batch.take_local() if batch.local else ()
                     lock.notify_all()
                 if final is not None:
                     yield response.id, final
+                yield from local
         except grpc.RpcError as exc:
             with lock:
                 finals = batch.broken(mine, _rpc_refusal(exc))
@@ -395,7 +421,7 @@ class Client(_Backends):
         finally:
             call.cancel()
         with lock:
-            finals = batch.broken(mine, _ENDED)
+            finals = batch.broken(mine, _ENDED) + batch.take_local()
             lock.notify_all()
         yield from finals
 
@@ -442,6 +468,10 @@ class AsyncClient(_Backends):
         async def worker(stub: Any) -> None:
             try:
                 while not batch.done:
+                    for item in batch.take_local():
+                        out.put_nowait(item)
+                    if batch.done:
+                        break
                     if batch.exhausted and not batch.next_retry_due():
                         wake.clear()
                         try:
@@ -492,7 +522,7 @@ class AsyncClient(_Backends):
                         pass
                     continue
                 mine.add(req.id)
-                yield request_to_pb(req)
+                yield batch.message(req)
 
         call = stub.ExecuteStream(feed())
         try:
@@ -502,6 +532,8 @@ class AsyncClient(_Backends):
                 wake.set()
                 if final is not None:
                     yield response.id, final
+                for item in batch.take_local() if batch.local else ():
+                    yield item
         except grpc.RpcError as exc:
             finals = batch.broken(mine, _rpc_refusal(exc))
             mine.clear()
@@ -512,7 +544,7 @@ class AsyncClient(_Backends):
                 await asyncio.sleep(self.retry.backoff(1))
         finally:
             call.cancel()
-        for item in batch.broken(mine, _ENDED):
+        for item in batch.broken(mine, _ENDED) + batch.take_local():
             yield item
         wake.set()
 

