@@ -115,13 +115,6 @@ unittest.TestCase._baseAssertEqual = _checked_base_assert_equal  # type: ignore[
 
 
 
-def _safe_str(exc: BaseException) -> str:
-    try:
-        return str(exc)
-    except BaseException:  # noqa: BLE001 - a hostile __str__ must not break reporting
-        return f"<unprintable {_type_name(exc)}>"
-
-
 def _type_name(exc: BaseException) -> str:
     try:
         return type(exc).__name__
@@ -396,7 +389,7 @@ class _Recorder:
             text = str(exc)
         except BaseException:  # noqa: BLE001 - a hostile __str__ must not break reporting
             text = None
-        fields: dict = {"message": _clip(text, _MAX_TEXT) if text is not None else _safe_str(exc)}
+        fields: dict = {"message": _clip(text, _MAX_TEXT) if text is not None else f"<unprintable {_type_name(exc)}>"}
         self._failures += 1
         if self._failures == 1:
             if text is None:
