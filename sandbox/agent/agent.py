@@ -32,6 +32,7 @@ import json
 import marshal
 import os
 import select
+import selectors
 import signal
 import socket
 import struct
@@ -158,48 +159,60 @@ def _zygote_main(sock: socket.socket) -> None:
 
     gc.collect()
     gc.freeze()
-    # A blocking loop, one run at a time: the agent asks for the next spawn only after
-    # this one's exit is reported. Blocked in wait4, the zygote writes nothing while the
-    # run's child shares its pages, so neither copies a page for the other's sake (a
-    # selector loop with a SIGCHLD wake-up pipe cost 37 page faults more per run).
-    recv_fds, fork, close, wait4 = socket.recv_fds, os.fork, os.close, os.wait4
-    signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # no handler to run at each child's exit
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    sel = selectors.DefaultSelector()
+    sel.register(sock, selectors.EVENT_READ, "ctl")
+    sel.register(wake_r, selectors.EVENT_READ, "chld")
     while True:
-        try:
-            msg, fds, _flags, _addr = recv_fds(sock, 64, 4)
-        except InterruptedError:
-            continue
-        if not msg:
-            os._exit(0)
-        if len(fds) != 4:
-            for fd in fds:
-                close(fd)
-            continue
-        # The child is forked dumpable (so that its /proc files are its own uid's, as
-        # for any process): set here, where the call is warm, rather than in each
-        # child, where a ctypes call faults in some 80 pages. The zygote is dumpable
-        # only until the fork returns: no run's code exists before the agent has
-        # this "pid" answer and sends the job, and every earlier run's processes are
-        # gone before the agent asks for a spawn.
-        _set_dumpable(1)
-        pid = fork()
-        if pid == 0:
-            _child_main(sock, fds)
-        _set_dumpable(0)
-        for fd in fds:
-            close(fd)
-        sock.send(b"pid %d" % pid)
-        while True:
+        for key, _ in sel.select():
+            if key.data == "chld":
+                try:
+                    os.read(wake_r, 4096)
+                except BlockingIOError:
+                    pass
+                _zygote_reap(sock)
+                continue
             try:
-                _, status, usage = wait4(pid, 0)
+                msg, fds, _flags, _addr = socket.recv_fds(sock, 64, 4)
             except InterruptedError:
                 continue
-            except ChildProcessError:  # cannot happen for our own child; reported as lost
-                status, usage = -1, None
-            break
-        cpu = 0.0 if usage is None else usage.ru_utime + usage.ru_stime
-        maxrss = 0 if usage is None else usage.ru_maxrss
-        sock.send(b"exit %d %d %.6f %d" % (pid, status, cpu, maxrss))
+            if not msg:
+                os._exit(0)
+            if len(fds) != 4:
+                for fd in fds:
+                    os.close(fd)
+                continue
+            # The child is forked dumpable (so that its /proc files are its own uid's, as
+            # for any process): set here, where the call is warm, rather than in each
+            # child, where a ctypes call faults in some 80 pages. The zygote is dumpable
+            # only until the fork returns: no run's code exists before the agent has
+            # this "pid" answer and sends the job, and every earlier run's processes are
+            # gone before the agent asks for a spawn.
+            _set_dumpable(1)
+            pid = os.fork()
+            if pid == 0:
+                signal.set_wakeup_fd(-1)
+                _child_main(sock, fds)  # its closerange closes the selector and wake pipe
+            _set_dumpable(0)
+            for fd in fds:
+                os.close(fd)
+            sock.send(f"pid {pid}".encode())
+            _zygote_reap(sock)
+
+
+def _zygote_reap(sock: socket.socket) -> None:
+    while True:
+        try:
+            pid, status, usage = os.wait4(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        cpu = usage.ru_utime + usage.ru_stime
+        sock.send(f"exit {pid} {status} {cpu:.6f} {usage.ru_maxrss}".encode())
 
 
 def _child_main(sock: socket.socket, fds: list[int]) -> None:
